@@ -1,0 +1,123 @@
+"""Where an image keeps its boot chain: shim, grub, the main grub.cfg, and the EFI architecture.
+
+Distributions differ (Azure Linux: ``EFI/BOOT`` + ``/boot/grub2``; Debian: ``EFI/debian`` +
+``/boot/grub``; Fedora: ``EFI/fedora`` + BLS entries); this module finds them by looking, and says
+precisely what is missing when it cannot.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from liveos.errors import ImageError
+from liveos.rootfs import RootFs
+from liveos.settings import Arch
+
+#: Where an ESP is mounted, by convention and by fstab.
+ESP_MOUNTPOINTS = ("/boot/efi", "/efi", "/boot")
+#: Main grub configs, most specific first.
+GRUB_CONFIGS = ("/boot/grub2/grub.cfg", "/boot/grub/grub.cfg")
+#: PE/COFF machine types of UEFI binaries.
+PE_MACHINES = {0x8664: Arch.X64, 0xAA64: Arch.AA64}
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    """The boot chain of an OS tree, as host paths inside its (merged) root."""
+
+    arch: Arch
+    shim: Path
+    grub: Path
+    mokmanager: Path | None
+    grub_cfg: PurePosixPath  #: image path of the main grub config
+
+    @property
+    def grub_dir(self) -> PurePosixPath:
+        return self.grub_cfg.parent
+
+
+def pe_arch(path: Path) -> Arch | None:
+    """EFI architecture of a PE/COFF binary, or None if it is not one we know."""
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if len(head) < 0x40 or head[:2] != b"MZ":
+        return None
+    (pe_offset,) = struct.unpack_from("<I", head, 0x3C)
+    if pe_offset + 6 > len(head) or head[pe_offset : pe_offset + 4] != b"PE\0\0":
+        return None
+    (machine,) = struct.unpack_from("<H", head, pe_offset + 4)
+    return PE_MACHINES.get(machine)
+
+
+def _efi_files(rootfs: RootFs) -> list[Path]:
+    """Every file under ``EFI/`` of the ESP (FAT is case-insensitive, so is the search)."""
+    found: list[Path] = []
+    for mountpoint in ESP_MOUNTPOINTS:
+        for entry in rootfs.iterdir(mountpoint):
+            if entry.name.lower() != "efi":
+                continue
+            base = rootfs.path(entry)
+            found.extend(sorted(p for p in base.rglob("*") if p.is_file()))
+        if found:
+            break
+    return found
+
+
+def _pick(files: list[Path], names: list[str]) -> Path | None:
+    """First file whose lower-cased name is in ``names``; EFI/BOOT (removable path) preferred."""
+    by_name = [f for f in files if f.name.lower() in names]
+    by_name.sort(key=lambda f: (f.parent.name.lower() != "boot", names.index(f.name.lower()), str(f)))
+    return by_name[0] if by_name else None
+
+
+def find_grub_cfg(rootfs: RootFs) -> PurePosixPath:
+    """The main grub config: the first that boots something (``linux`` or ``blscfg``), not a redirector."""
+    seen = []
+    for candidate in GRUB_CONFIGS:
+        host = rootfs.path(candidate)
+        if not host.is_file():
+            continue
+        seen.append(candidate)
+        text = host.read_text(errors="replace")
+        if any(word in text for word in ("linux", "blscfg")):
+            return PurePosixPath(candidate)
+    if seen:
+        raise ImageError(
+            f"{' and '.join(seen)} only redirect elsewhere; no main grub config boots a kernel",
+            path=rootfs.path(seen[0]),
+            hint="liveos needs the main grub.cfg (with 'linux' or 'blscfg' lines) under /boot",
+        )
+    raise ImageError(
+        "no grub config found in the image (looked for " + ", ".join(GRUB_CONFIGS) + ")",
+        path=rootfs.path("/boot"),
+        hint="install grub for EFI and generate /boot/grub2/grub.cfg or /boot/grub/grub.cfg",
+    )
+
+
+def find_boot_files(rootfs: RootFs) -> BootFiles:
+    """Locate shim, grub and the main config; the architecture comes from the image's binaries."""
+    files = _efi_files(rootfs)
+    arch = None
+    shim = None
+    for candidate_arch in Arch:
+        shim = _pick(files, [candidate_arch.shim_name, f"shim{candidate_arch.value}.efi"])
+        if shim is not None:
+            arch = pe_arch(shim) or candidate_arch
+            break
+    if shim is None or arch is None:
+        raise ImageError(
+            "no shim found on the image's ESP (looked for EFI/BOOT/bootx64.efi, EFI/*/shimx64.efi and aa64)",
+            path=rootfs.path("/boot/efi"),
+            hint="install shim (Debian: shim-signed; Azure Linux/Fedora: shim) so the ESP holds it",
+        )
+    grub = _pick(files, [arch.grub_name, f"grub{arch.value}-noprefix.efi"])
+    if grub is None:
+        raise ImageError(
+            f"no grub EFI binary ({arch.grub_name}) found on the image's ESP next to shim",
+            path=shim.parent,
+            hint="install grub for EFI (Debian: grub-efi-amd64-signed; Azure Linux: grub2-efi-binary)",
+        )
+    mokmanager = _pick(files, [f"mm{arch.value}.efi"])
+    return BootFiles(arch=arch, shim=shim, grub=grub, mokmanager=mokmanager, grub_cfg=find_grub_cfg(rootfs))

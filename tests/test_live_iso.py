@@ -1,0 +1,106 @@
+"""End to end: a real Debian disk image becomes a bootstrap live ISO that boots in QEMU + OVMF.
+
+Each boot must reach the fixture's marker service with ``/`` on the dmsquash-live overlay, which
+proves grub found the media by label, dracut found the squashfs, and systemd reached
+multi-user.target without the removed /etc/fstab.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from liveos.boottest import BootConfig, CdRom, Disk, boot
+from liveos.iso.reader import IsoReader
+from liveos.live import LiveOS
+from tests.conftest import FixtureImageFactory
+
+pytestmark = [pytest.mark.root]
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def our_mounts(marker: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if marker in line]
+
+
+def our_loops(path: Path) -> list[str]:
+    out = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if str(path) in line or "liveos" in line]
+
+
+@pytest.fixture(scope="module")
+def built_isos(
+    fixture_image: FixtureImageFactory, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """Build one bootstrap ISO per layout (module-scoped: the boots below share them)."""
+    out = tmp_path_factory.mktemp("isos")
+    isos: dict[str, Path] = {}
+    for layout in ("azl", "debian"):
+        image = fixture_image(layout, "qcow2")
+        before = sha256(image.path)
+        workdir = out / f"work-{layout}"
+        workdir.mkdir()
+        with LiveOS.open(image.path, workdir=workdir) as live:
+            live.rootfs.write_text("/etc/liveos-test", f"customised {layout}\n")
+            iso = live.with_label(f"LIVEOS_{layout.upper()}").bootstrap().write_iso(out / f"{layout}.iso")
+        assert sha256(image.path) == before, "the input image changed"
+        assert our_mounts(str(workdir)) == [], "a mount was left behind"
+        assert our_loops(image.path) == []
+        assert not any(workdir.iterdir()), "the work dir was not cleaned up"
+        isos[layout] = iso
+    return isos
+
+
+@pytest.mark.parametrize("layout", ["azl", "debian"])
+def test_iso_layout(built_isos: dict[str, Path], layout: str) -> None:
+    reader = IsoReader(built_isos[layout])
+    names = set(reader.list_files())
+    grub_cfg = "/boot/grub2/grub.cfg" if layout == "azl" else "/boot/grub/grub.cfg"
+    for expected in ("/EFI/BOOT/bootx64.efi", "/EFI/BOOT/grubx64.efi", "/liveos/rootfs.img", grub_cfg):
+        assert expected in names, f"{expected} missing from the {layout} ISO"
+    config = reader.read_file(grub_cfg).decode()
+    label = f"LIVEOS_{layout.upper()}"
+    assert f"root=live:CDLABEL={label}" in config
+    assert f"--label {label}" in config
+    assert "root=UUID=" not in config and "root=PARTUUID=" not in config
+    assert config.count("rd.live.image") == config.count("\tlinux") or "rd.live.image" in config
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("layout", ["azl", "debian"])
+def test_iso_boots_from_cd(built_isos: dict[str, Path], layout: str, tmp_path: Path) -> None:
+    result = boot(BootConfig(CdRom(built_isos[layout]), log_path=tmp_path / "serial.log", timeout=400))
+    assert result.ok, result.describe()
+    assert result.marker_line is not None and "fstype=overlay" in result.marker_line, result.marker_line
+
+
+@pytest.mark.boot
+def test_hybrid_iso_boots_as_usb_disk(built_isos: dict[str, Path], tmp_path: Path) -> None:
+    result = boot(
+        BootConfig(Disk(built_isos["azl"], format="raw"), log_path=tmp_path / "serial.log", timeout=400)
+    )
+    assert result.ok, result.describe()
+    assert result.marker_line is not None and "fstype=overlay" in result.marker_line
+
+
+def test_cli_refuses_a_directory_as_output(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        ["python3", "-m", "liveos", "iso", str(tmp_path / "missing.qcow2"), "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    assert proc.returncode != 0
+    assert "liveos:" in proc.stderr
