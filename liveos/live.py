@@ -129,7 +129,7 @@ class LiveOS:
             raise UsageError(f"output {out_path} is a directory", hint="give a file name such as live.iso")
         label = self.settings.resolved_label()
         with tempfile.TemporaryDirectory(prefix="liveos-media-", dir=out_path.parent) as scratch:
-            tree, boot = self._stage(Path(scratch), label)
+            tree, boot = self.stage(Path(scratch), label=label)
             with self._step("efiboot"):
                 efiboot = build_efiboot(efiboot_files(tree), Path(scratch) / "efiboot.img", arch=boot.arch)
             tree.add(EFIBOOT_PATH, efiboot)
@@ -159,7 +159,15 @@ class LiveOS:
     def _boot_separate(self) -> bool:
         return any(PurePosixPath(m.mountpoint) == PurePosixPath("/boot") for m in self.image.mounts)
 
-    def _stage(self, scratch: Path, label: str) -> tuple[MediaTree, BootFiles]:
+    def stage(
+        self, scratch: Path, *, label: str, pxe: bool = False, pxe_url: str | None = None
+    ) -> tuple[MediaTree, BootFiles]:
+        """Plan the media: build initrds (and the squashfs) in ``scratch``, edit grub.cfg.
+
+        Returns the media tree (media path -> file or bytes) and the image's boot chain. With
+        ``pxe=True`` the grub config is the network one (no ``search``; bootstrap roots come from
+        ``pxe_url``). Output writers (:class:`~liveos.iso.IsoWriter`, PXE bundles) consume it.
+        """
         rootfs = self.rootfs
         settings = self.settings
         boot = find_boot_files(rootfs)
@@ -175,6 +183,8 @@ class LiveOS:
             dracut_version=dracut.version if dracut else None,
             user_args=settings.kernel_args,
             disable_selinux=disable_selinux,
+            pxe=pxe,
+            pxe_url=pxe_url,
         )
         tree = MediaTree()
         stage_boot_chain(tree, boot, label)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from liveos.bootfiles import BootFiles
-from liveos.errors import ImageError
+from liveos.errors import ImageError, InternalError
 from liveos.grub import GrubConfig
 from liveos.liveargs import live_args
 from liveos.rootfs import RootFs
@@ -86,14 +86,29 @@ def edit_grub_config(
     dracut_version: str | None,
     user_args: tuple[str, ...],
     disable_selinux: bool,
+    pxe: bool = False,
+    pxe_url: str | None = None,
 ) -> GrubConfig:
-    """Turn the OS's own grub.cfg into the live media's: find the media, boot the live root."""
+    """Turn the OS's own grub.cfg into the live media's: find the media, boot the live root.
+
+    For PXE (``pxe=True``) there is no media to search for (grub's root is the TFTP server) and a
+    bootstrap root is the ISO that dracut's livenet downloads from ``pxe_url``.
+    """
     config = GrubConfig.parse(text, path=str(path))
-    config.set_search_label(label)
+    if pxe:
+        config.remove_search()
+    else:
+        config.set_search_label(label)
     if boot_separate:
         config.prefix_boot_paths("/boot")
     if mode is InitramfsMode.BOOTSTRAP:
-        config.set_root_live(str(SQUASHFS_PATH), label=label)
+        if pxe:
+            if not pxe_url:
+                raise InternalError("a bootstrap PXE config needs the URL of the ISO")
+            config.set_root_live(str(SQUASHFS_PATH), url=pxe_url)
+            config.append_args(["ip=dhcp", "rd.neednet=1"])
+        else:
+            config.set_root_live(str(SQUASHFS_PATH), label=label)
         config.append_args(live_args(dracut_version))
     else:
         config.remove_root()

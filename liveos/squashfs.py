@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from liveos.atomic import atomic_output
+from liveos.atomic import atomic_path
 from liveos.run import run
 
 
@@ -52,7 +52,7 @@ def make_squashfs(
     recognises a plain root tree by its ``/proc`` directory. Extended attributes (SELinux labels)
     are kept. ``SOURCE_DATE_EPOCH`` in the environment makes the image reproducible.
     """
-    with atomic_output(out) as tmp:
+    with atomic_path(out) as tmp:
         argv: list[str | os.PathLike[str]] = [
             "mksquashfs",
             tree,

@@ -65,12 +65,12 @@ def built_isos(
 
 @pytest.mark.parametrize("layout", ["azl", "debian"])
 def test_iso_layout(built_isos: dict[str, Path], layout: str) -> None:
-    reader = IsoReader(built_isos[layout])
-    names = set(reader.list_files())
     grub_cfg = "/boot/grub2/grub.cfg" if layout == "azl" else "/boot/grub/grub.cfg"
+    with IsoReader(built_isos[layout]) as reader:
+        names = {entry.path for entry in reader.walk()}
+        config = reader.read_bytes(grub_cfg).decode()
     for expected in ("/EFI/BOOT/bootx64.efi", "/EFI/BOOT/grubx64.efi", "/liveos/rootfs.img", grub_cfg):
         assert expected in names, f"{expected} missing from the {layout} ISO"
-    config = reader.read_file(grub_cfg).decode()
     label = f"LIVEOS_{layout.upper()}"
     assert f"root=live:CDLABEL={label}" in config
     assert f"--label {label}" in config

@@ -68,7 +68,7 @@ def test_dotdot_stops_at_root(tmp_path: Path) -> None:
 
 def test_os_release_and_kernels(tmp_path: Path) -> None:
     rootfs = RootFs(tmp_path)
-    rootfs.write_text("/usr/lib/os-release", 'ID=debian\nVERSION_ID="12"\n# c\nPRETTY_NAME=\'Deb\'\n')
+    rootfs.write_text("/usr/lib/os-release", "ID=debian\nVERSION_ID=\"12\"\n# c\nPRETTY_NAME='Deb'\n")
     assert rootfs.os_release() == {"ID": "debian", "VERSION_ID": "12", "PRETTY_NAME": "Deb"}
     for name in ("vmlinuz-6.6.9", "vmlinuz-6.6.10", "initramfs-6.6.10.img", "initrd.img-6.6.9"):
         rootfs.write_bytes(f"/boot/{name}", b"x")

@@ -1,0 +1,74 @@
+"""Write a file all-or-nothing: readers see either the old file, the complete new one, or none.
+
+A build step that dies half-way (error, Ctrl-C, full disk) must never leave a truncated ISO or
+initrd behind that a later run or a user could mistake for a finished artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from liveos.errors import UsageError
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a binary file opened for writing under a temporary name next to ``path``.
+
+    On normal exit the data is fsync'ed, the file renamed over ``path`` and the directory
+    fsync'ed, so the rename survives a crash. On any exception (incl. KeyboardInterrupt) the
+    temporary file is removed and ``path`` is left untouched. The yielded file is seekable
+    (callers may patch headers after writing the body).
+    """
+    with atomic_path(path, mode=mode) as tmp, open(tmp, "r+b") as fp:
+        yield fp
+        fp.flush()
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, *, mode: int = 0o644) -> Iterator[Path]:
+    """Yield the temporary path (an empty file) that becomes ``path`` on success.
+
+    For external tools that write the file themselves (``mkfs.vfat``, ``mcopy``): same
+    guarantees as :func:`atomic_output`.
+    """
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"output directory {parent} does not exist", path=path, hint="create it first")
+    if path.is_dir():
+        raise UsageError(f"output path {path} is a directory", path=path, hint="name a file")
+    tmp = parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode))
+        yield tmp
+        _fsync_file(tmp)
+        os.chmod(tmp, mode)  # undo the umask applied at creation
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(parent)
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush the data to disk before the rename makes it visible under the final name."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist a rename: the new directory entry is only durable once the directory is synced."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
