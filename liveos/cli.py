@@ -1,6 +1,7 @@
 """The ``liveos`` command: the library's main jobs from a shell.
 
 liveos iso disk.qcow2 -o live.iso [--mode full-os] [--kernel-arg quiet] [--label MYLIVE]
+liveos pxe disk.qcow2 -o pxe.tar.gz --base-url http://10.0.0.1/live/   # or a folder
 liveos boot live.iso                 # QEMU + OVMF smoke boot, serial console to a log
 """
 
@@ -31,21 +32,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     iso = sub.add_parser("iso", help="turn a disk image into a live ISO (CD and USB bootable)")
-    iso.add_argument("image", type=Path, help="input image: raw, qcow2, vhd, vhdx")
-    iso.add_argument("-o", "--output", type=Path, required=True, help="the ISO to write")
-    iso.add_argument("--label", help="volume label (default: unique LIVEOS_xxxxxxxx)")
-    iso.add_argument(
-        "--mode", choices=[m.value for m in InitramfsMode], default=InitramfsMode.BOOTSTRAP.value
-    )
-    iso.add_argument(
-        "--kernel-arg", action="append", default=[], metavar="ARG", help="append ARG (repeatable)"
-    )
-    iso.add_argument(
-        "--squashfs", choices=[p.value for p in SquashfsPreset], default=SquashfsPreset.FAST.value
-    )
-    iso.add_argument("--compression", choices=[c.value for c in Compression], default=Compression.ZSTD.value)
+    _media_options(iso, output_help="the ISO to write")
     iso.add_argument("--no-hybrid", action="store_true", help="CD only: no USB partition tables")
-    iso.add_argument("--workdir", type=Path, help="scratch space for the opened image (default: /var/tmp)")
+
+    pxe = sub.add_parser("pxe", help="turn a disk image into PXE network-boot artifacts")
+    _media_options(pxe, output_help="a folder, or a .tar.gz archive")
+    urls = pxe.add_mutually_exclusive_group()
+    urls.add_argument("--base-url", help="bootstrap: URL of the folder the bundled ISO is served from")
+    urls.add_argument("--file-url", help="bootstrap: full URL of the bundled ISO")
+    pxe.add_argument("--overwrite", action="store_true", help="empty a non-empty output folder first")
 
     boot = sub.add_parser(
         "boot", help="boot an ISO in QEMU + OVMF and wait for a marker on the serial console"
@@ -57,19 +52,58 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _media_options(parser: argparse.ArgumentParser, *, output_help: str) -> None:
+    """Options shared by every media kind: input, output, label, mode, kernel args, compression."""
+    parser.add_argument("image", type=Path, help="input image: raw, qcow2, vhd, vhdx")
+    parser.add_argument("-o", "--output", type=Path, required=True, help=output_help)
+    parser.add_argument("--label", help="volume label (default: unique LIVEOS_xxxxxxxx)")
+    parser.add_argument(
+        "--mode", choices=[m.value for m in InitramfsMode], default=InitramfsMode.BOOTSTRAP.value
+    )
+    parser.add_argument(
+        "--kernel-arg", action="append", default=[], metavar="ARG", help="append ARG (repeatable)"
+    )
+    parser.add_argument(
+        "--squashfs", choices=[p.value for p in SquashfsPreset], default=SquashfsPreset.FAST.value
+    )
+    parser.add_argument(
+        "--compression", choices=[c.value for c in Compression], default=Compression.ZSTD.value
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="scratch space for the opened image (default: /var/tmp)"
+    )
+
+
+def _configured(live: LiveOS, args: argparse.Namespace) -> LiveOS:
+    live = live.with_squashfs(args.squashfs).with_kernel_args(*args.kernel_arg)
+    if args.label:
+        live = live.with_label(args.label)
+    return live.full_os(args.compression) if args.mode == InitramfsMode.FULL_OS else live.bootstrap()
+
+
+def _print_steps(live: LiveOS) -> None:
+    print("steps: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in live.timings.items()))
+
+
 def _cmd_iso(args: argparse.Namespace) -> int:
-    with LiveOS.open(args.image, workdir=args.workdir) as live:
-        live = live.with_squashfs(args.squashfs).with_kernel_args(*args.kernel_arg)
-        if args.label:
-            live = live.with_label(args.label)
-        live = live.full_os(args.compression) if args.mode == InitramfsMode.FULL_OS else live.bootstrap()
-        if args.no_hybrid:
-            live = live.with_hybrid(False)
+    with LiveOS.open(args.image, workdir=args.workdir) as opened:
+        live = _configured(opened, args).with_hybrid(not args.no_hybrid)
         out = live.write_iso(args.output)
-        steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in live.timings.items())
     print(f"live ISO: {out}")
-    print(f"steps: {steps}")
+    _print_steps(live)
     print(f"boot it: liveos boot {out}   (or write it raw to a USB stick)")
+    return 0
+
+
+def _cmd_pxe(args: argparse.Namespace) -> int:
+    with LiveOS.open(args.image, workdir=args.workdir) as opened:
+        live = _configured(opened, args)
+        out = live.write_pxe(
+            args.output, base_url=args.base_url, file_url=args.file_url, overwrite=args.overwrite
+        )
+    print(f"PXE artifacts: {out}")
+    _print_steps(live)
+    print("serve them over TFTP with bootx64.efi as the boot file name")
     return 0
 
 
@@ -89,9 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        if args.command == "iso":
-            return _cmd_iso(args)
-        return _cmd_boot(args)
+        commands = {"iso": _cmd_iso, "pxe": _cmd_pxe, "boot": _cmd_boot}
+        return commands[args.command](args)
     except UsageError as exc:
         print(f"liveos: error: {exc}", file=sys.stderr)
         return 2

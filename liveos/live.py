@@ -25,9 +25,10 @@ from liveos.bootfiles import BootFiles, find_boot_files
 from liveos.errors import ImageError, UsageError
 from liveos.image import SourceImage
 from liveos.initramfs import DracutInfo, Initramfs
-from liveos.iso import IsoWriter, build_efiboot
+from liveos.iso import IsoWriter, build_efiboot, validate_label
 from liveos.media import (
     EFIBOOT_PATH,
+    FULL_OS_INITRD,
     SQUASHFS_PATH,
     MediaTree,
     edit_grub_config,
@@ -93,7 +94,8 @@ class LiveOS:
         return clone
 
     def with_label(self, label: str) -> LiveOS:
-        return self._with(label=label)
+        """The media's volume label (checked now, before minutes of building)."""
+        return self._with(label=validate_label(label))
 
     def with_kernel_args(self, *args: str) -> LiveOS:
         for index, arg in enumerate(args):
@@ -144,6 +146,26 @@ class LiveOS:
                 writer.write(out_path, hybrid=self.settings.hybrid)
         log.info("live ISO written: %s (label %s)", out_path, label)
         return out_path
+
+    def write_pxe(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        base_url: str | None = None,
+        file_url: str | None = None,
+        archive: bool | None = None,
+        overwrite: bool = False,
+    ) -> Path:
+        """Write PXE artifacts (a folder, or a ``.tar.gz``) to ``out``; see :func:`liveos.pxe.write_pxe`.
+
+        bootstrap mode needs the URL the bundled ISO will be served from (``base_url`` + the ISO
+        name, or the full ``file_url``); full-os mode takes no URL.
+        """
+        from liveos.pxe import write_pxe  # pxe builds on this module
+
+        return write_pxe(
+            self, out, base_url=base_url, file_url=file_url, archive=archive, overwrite=overwrite
+        )
 
     # -- steps ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -232,7 +254,15 @@ class LiveOS:
         tree.add(SQUASHFS_PATH, squashfs)
 
     def _stage_full_os(self, tree: MediaTree, scratch: Path) -> None:
-        raise UsageError("full-os media are not implemented yet", hint="use bootstrap mode")
+        self.rootfs.remove_fstab()
+        with self._step("cpio"):
+            initrd = Initramfs.full_os(
+                self.rootfs,
+                scratch / "initrd.img",
+                compression=self.settings.compression,
+                level=self.settings.compression_level,
+            )
+        tree.add(FULL_OS_INITRD, initrd.path)
 
     def _selinux_off(self, image_mode: str) -> bool:
         """Whether the media must boot with selinux=0 (CPIO cannot carry SELinux labels)."""

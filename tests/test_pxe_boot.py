@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from liveos.boottest import GUEST_HTTP_ADDR, BootConfig, PxeBoot, boot
-from liveos.errors import UsageError
 from liveos.live import LiveOS
 from liveos.pxe import write_pxe
 from tests.conftest import FixtureImageFactory
@@ -74,12 +73,7 @@ def test_full_os_bundle_boots_over_uefi_pxe(fixture_image: FixtureImageFactory, 
     workdir = tmp_path / "work"
     workdir.mkdir()
     with LiveOS.open(image.path, workdir=workdir) as live:
-        try:
-            write_pxe(live.full_os(), folder)
-        except UsageError as exc:
-            if "not implemented" in str(exc):
-                pytest.skip(f"full-os staging is not available yet: {exc.message}")
-            raise
+        write_pxe(live.full_os(), folder)
     assert not list(folder.glob("*.iso"))
     log = tmp_path / "serial.log"
     result = boot(

@@ -10,10 +10,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from liveos.initramfs.cpio import CpioEntry, CpioHeader, CpioStats, write_newc
+from liveos.initramfs.cpio_reader import extract, iter_entries, read_entries
 from liveos.initramfs.dracut import DracutInfo, build_bootstrap_initrd
+from liveos.initramfs.fullos import FullOsInitrd, build_full_os_initrd
 from liveos.rootfs import RootFs
+from liveos.settings import Compression
 
-__all__ = ["DracutInfo", "Initramfs"]
+__all__ = [
+    "CpioEntry",
+    "CpioHeader",
+    "CpioStats",
+    "DracutInfo",
+    "FullOsInitrd",
+    "Initramfs",
+    "extract",
+    "iter_entries",
+    "read_entries",
+    "write_newc",
+]
 
 
 class Initramfs:
@@ -23,3 +38,14 @@ class Initramfs:
     def bootstrap(rootfs: RootFs, kernel_version: str, out: Path) -> Path:
         """dracut in a chroot of ``rootfs`` with dmsquash-live + livenet; the initrd lands at ``out``."""
         return build_bootstrap_initrd(rootfs, kernel_version, out)
+
+    @staticmethod
+    def full_os(
+        rootfs: RootFs,
+        out: Path,
+        *,
+        compression: Compression = Compression.ZSTD,
+        level: int | None = None,
+    ) -> FullOsInitrd:
+        """The whole OS minus /boot and /etc/fstab as a compressed newc CPIO at ``out``."""
+        return build_full_os_initrd(rootfs, out, compression=compression, level=level)
