@@ -19,6 +19,8 @@ from liveos.settings import Arch
 ESP_MOUNTPOINTS = ("/boot/efi", "/efi", "/boot")
 #: Main grub configs, most specific first.
 GRUB_CONFIGS = ("/boot/grub2/grub.cfg", "/boot/grub/grub.cfg")
+#: Real grub.cfg files are KiBs; a hostile multi-MiB one would only cost minutes of parsing.
+MAX_GRUB_CFG_BYTES = 1 << 20
 #: PE/COFF machine types of UEFI binaries.
 PE_MACHINES = {0x8664: Arch.X64, 0xAA64: Arch.AA64}
 
@@ -51,25 +53,35 @@ def pe_arch(path: Path) -> Arch | None:
     return PE_MACHINES.get(machine)
 
 
-def _efi_files(rootfs: RootFs) -> list[Path]:
-    """Every file under ``EFI/`` of the ESP (FAT is case-insensitive, so is the search)."""
-    found: list[Path] = []
+def _efi_files(rootfs: RootFs) -> list[tuple[PurePosixPath, Path]]:
+    """Every file under ``EFI/`` of the ESP as (image path, confined host path), sorted.
+
+    FAT is case-insensitive, so is the search. A root-fs ``/boot/efi`` may hold symlinks: they
+    are resolved inside the image root (a link to ``/etc/shadow`` must not read the host's).
+    """
+    found: list[tuple[PurePosixPath, Path]] = []
     for mountpoint in ESP_MOUNTPOINTS:
         for entry in rootfs.iterdir(mountpoint):
             if entry.name.lower() != "efi":
                 continue
             base = rootfs.path(entry)
-            found.extend(sorted(p for p in base.rglob("*") if p.is_file()))
+            for lexical in sorted(base.rglob("*")):
+                image_path = entry / lexical.relative_to(base).as_posix()
+                host = rootfs.path(image_path)
+                if host.is_file():
+                    found.append((image_path, host))
         if found:
             break
     return found
 
 
-def _pick(files: list[Path], names: list[str]) -> Path | None:
+def _pick(files: list[tuple[PurePosixPath, Path]], names: list[str]) -> Path | None:
     """First file whose lower-cased name is in ``names``; EFI/BOOT (removable path) preferred."""
-    by_name = [f for f in files if f.name.lower() in names]
-    by_name.sort(key=lambda f: (f.parent.name.lower() != "boot", names.index(f.name.lower()), str(f)))
-    return by_name[0] if by_name else None
+    by_name = [(image, host) for image, host in files if image.name.lower() in names]
+    by_name.sort(
+        key=lambda f: (f[0].parent.name.lower() != "boot", names.index(f[0].name.lower()), str(f[0]))
+    )
+    return by_name[0][1] if by_name else None
 
 
 def find_grub_cfg(rootfs: RootFs) -> PurePosixPath:
@@ -80,6 +92,13 @@ def find_grub_cfg(rootfs: RootFs) -> PurePosixPath:
         if not host.is_file():
             continue
         seen.append(candidate)
+        size = host.stat().st_size
+        if size > MAX_GRUB_CFG_BYTES:
+            raise ImageError(
+                f"{candidate} is too large: {size} bytes (liveos reads at most {MAX_GRUB_CFG_BYTES})",
+                path=host,
+                hint="a grub.cfg is a few KiB; regenerate it (grub2-mkconfig / update-grub)",
+            )
         text = host.read_text(errors="replace")
         if any(word in text for word in ("linux", "blscfg")):
             return PurePosixPath(candidate)
@@ -96,6 +115,23 @@ def find_grub_cfg(rootfs: RootFs) -> PurePosixPath:
     )
 
 
+def _refuse_uki_only(files: list[tuple[PurePosixPath, Path]]) -> None:
+    """No grub but Unified Kernel Images (``EFI/Linux/*.efi``): name that instead of 'grub missing'."""
+    ukis = [
+        str(image)
+        for image, _ in files
+        if image.parent.name.lower() == "linux" and image.suffix.lower() == ".efi"
+    ]
+    if ukis:
+        raise ImageError(
+            f"the image boots Unified Kernel Images ({', '.join(ukis)}) without grub; "
+            "liveos builds grub-based live media",
+            path=files[0][1].parent,
+            hint="install shim and grub for EFI in the image (with a grub.cfg under /boot), "
+            "or build the image with a grub boot loader",
+        )
+
+
 def find_boot_files(rootfs: RootFs) -> BootFiles:
     """Locate shim, grub and the main config; the architecture comes from the image's binaries."""
     files = _efi_files(rootfs)
@@ -107,6 +143,7 @@ def find_boot_files(rootfs: RootFs) -> BootFiles:
             arch = pe_arch(shim) or candidate_arch
             break
     if shim is None or arch is None:
+        _refuse_uki_only(files)
         raise ImageError(
             "no shim found on the image's ESP (looked for EFI/BOOT/bootx64.efi, EFI/*/shimx64.efi and aa64)",
             path=rootfs.path("/boot/efi"),
@@ -114,6 +151,7 @@ def find_boot_files(rootfs: RootFs) -> BootFiles:
         )
     grub = _pick(files, [arch.grub_name, f"grub{arch.value}-noprefix.efi"])
     if grub is None:
+        _refuse_uki_only(files)
         raise ImageError(
             f"no grub EFI binary ({arch.grub_name}) found on the image's ESP next to shim",
             path=shim.parent,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -24,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from liveos.bootfiles import BootFiles, find_boot_files
 from liveos.errors import ImageError, UsageError
 from liveos.image import SourceImage
+from liveos.image.live_iso import LiveIsoImage
 from liveos.initramfs import DracutInfo, Initramfs
 from liveos.iso import IsoWriter, build_efiboot, validate_label
 from liveos.media import (
@@ -34,12 +36,15 @@ from liveos.media import (
     edit_grub_config,
     efiboot_files,
     kernel_version_of,
+    render_bls,
     stage_boot_chain,
     stage_grub_dir,
 )
 from liveos.rootfs import RootFs
+from liveos.run import which
 from liveos.settings import Compression, InitramfsMode
 from liveos.squashfs import SquashfsPreset, make_squashfs
+from liveos.state import STATE_PATH, apply_edits, media_state
 
 log = logging.getLogger("liveos")
 
@@ -192,12 +197,16 @@ class LiveOS:
         """
         rootfs = self.rootfs
         settings = self.settings
+        self._check_tools(pxe)
         boot = find_boot_files(rootfs)
         selinux_mode = rootfs.selinux_mode()
         disable_selinux = self._selinux_off(selinux_mode)
         dracut = DracutInfo.probe(rootfs) if settings.mode is InitramfsMode.BOOTSTRAP else None
-        config = edit_grub_config(
-            rootfs.read_text(boot.grub_cfg),
+        # A re-opened liveos ISO: its state says which arguments the previous build added.
+        previous = self.image.state if isinstance(self.image, LiveIsoImage) else None
+        grub_text = render_bls(rootfs.read_text(boot.grub_cfg), rootfs, boot.grub_dir, path=boot.grub_cfg)
+        edit = functools.partial(
+            edit_grub_config,
             path=boot.grub_cfg,
             mode=settings.mode,
             label=label,
@@ -208,7 +217,18 @@ class LiveOS:
             pxe=pxe,
             pxe_url=pxe_url,
         )
+        applied = apply_edits(grub_text, edit, previous)
+        config = applied.config
         tree = MediaTree()
+        state = media_state(
+            mode=settings.mode,
+            label=label,
+            added=applied.added,
+            user_args=settings.kernel_args,
+            source=self.image.path,
+            previous=previous,
+        )
+        tree.add(STATE_PATH, state.render().encode())
         stage_boot_chain(tree, boot, label)
         stage_grub_dir(tree, rootfs, boot)
         tree.add(boot.grub_cfg, config.render().encode())
@@ -225,6 +245,14 @@ class LiveOS:
         else:
             self._stage_full_os(tree, scratch)
         return tree, boot
+
+    def _check_tools(self, pxe: bool) -> None:
+        """Fail in a second, not after minutes of dracut, when a host tool of a later step is missing."""
+        tools = ["mkfs.vfat", "mcopy", "mmd"]  # the El Torito image (also for the PXE bundle's ISO)
+        if self.settings.mode is InitramfsMode.BOOTSTRAP:
+            tools.append("mksquashfs")
+        for tool in tools:
+            which(tool)
 
     def _image_file(self, media_path: PurePosixPath) -> Path:
         host = self.rootfs.path(media_path)

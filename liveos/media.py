@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from liveos.bootfiles import BootFiles
 from liveos.errors import ImageError, InternalError
-from liveos.grub import GrubConfig
+from liveos.grub import GrubConfig, GrubEnv, KernelArgs, inline_bls, load_entries
 from liveos.liveargs import live_args
 from liveos.rootfs import RootFs
 from liveos.settings import InitramfsMode
@@ -76,6 +76,26 @@ def kernel_version_of(name: str, versions: list[str]) -> str | None:
     return max(matches, key=len) if matches else None
 
 
+def render_bls(text: str, rootfs: RootFs, grub_dir: PurePosixPath, *, path: PurePosixPath) -> str:
+    """``text`` with its ``blscfg`` command replaced by the image's BLS entries as ``menuentry`` blocks.
+
+    Live media boot with any grub then, also one built without the blscfg module (Debian's) and
+    over TFTP, which cannot list ``/boot/loader/entries``; and every grub.cfg edit applies to the
+    entries. ``kernelopts`` from grubenv is inlined (the media carry no writable grubenv).
+    """
+    config = GrubConfig.parse(text, path=str(path))
+    if not config.has_blscfg():
+        return text
+    entries = load_entries(rootfs.path("/boot/loader/entries"))
+    kernelopts = None
+    grubenv = grub_dir / "grubenv"
+    if rootfs.path(grubenv).is_file():
+        value = GrubEnv.parse(rootfs.read_bytes(grubenv), path=str(grubenv)).get("kernelopts")
+        kernelopts = KernelArgs.parse(value, path=str(grubenv)) if value else None
+    inline_bls(config, entries, kernelopts)
+    return config.render()
+
+
 def edit_grub_config(
     text: str,
     *,
@@ -92,9 +112,12 @@ def edit_grub_config(
     """Turn the OS's own grub.cfg into the live media's: find the media, boot the live root.
 
     For PXE (``pxe=True``) there is no media to search for (grub's root is the TFTP server) and a
-    bootstrap root is the ISO that dracut's livenet downloads from ``pxe_url``.
+    bootstrap root is the ISO that dracut's livenet downloads from ``pxe_url``. BLS entries must
+    have been rendered in first (:func:`render_bls`).
     """
     config = GrubConfig.parse(text, path=str(path))
+    if config.has_blscfg():
+        raise InternalError(f"{path} still runs blscfg: render_bls() must run before the edits")
     if pxe:
         config.remove_search()
     else:

@@ -217,11 +217,11 @@ def test_chroot_mounts_are_undone(simple: Built, workdir: Path) -> None:
 
 
 # -- broken and hostile inputs --------------------------------------------------------------
-def test_iso_input_is_not_supported_yet(tmp_path: Path, workdir: Path) -> None:
+def test_iso_not_written_by_liveos_is_refused(tmp_path: Path, workdir: Path) -> None:
     write_tree(tmp_path / "tree", {"/a": "a\n"})
     iso = tmp_path / "live.img"
     sh("xorriso", "-as", "mkisofs", "-quiet", "-o", iso, tmp_path / "tree")
-    with pytest.raises(UsageError, match="not supported yet"), SourceImage.open(iso, workdir=workdir):
+    with pytest.raises(UsageError, match="not written by liveos"), SourceImage.open(iso, workdir=workdir):
         pass
 
 

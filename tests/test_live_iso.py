@@ -15,11 +15,16 @@ from pathlib import Path
 import pytest
 
 from liveos.boottest import BootConfig, CdRom, Disk, boot
+from liveos.grub import GrubConfig
 from liveos.iso.reader import IsoReader
 from liveos.live import LiveOS
 from tests.conftest import FixtureImageFactory
 
 pytestmark = [pytest.mark.root]
+
+#: layout -> input format: every layout once, and every disk format among them.
+CASES = {"azl": "qcow2", "debian": "qcow2", "split": "vhdx", "bls": "vhd"}
+GRUB_CFG = {"azl": "/boot/grub2/grub.cfg", "debian": "/boot/grub/grub.cfg", "split": "/boot/grub2/grub.cfg"}
 
 
 def sha256(path: Path) -> str:
@@ -47,8 +52,8 @@ def built_isos(
     """Build one bootstrap ISO per layout (module-scoped: the boots below share them)."""
     out = tmp_path_factory.mktemp("isos")
     isos: dict[str, Path] = {}
-    for layout in ("azl", "debian"):
-        image = fixture_image(layout, "qcow2")
+    for layout, fmt in CASES.items():
+        image = fixture_image(layout, fmt)
         before = sha256(image.path)
         workdir = out / f"work-{layout}"
         workdir.mkdir()
@@ -63,9 +68,9 @@ def built_isos(
     return isos
 
 
-@pytest.mark.parametrize("layout", ["azl", "debian"])
+@pytest.mark.parametrize("layout", list(CASES))
 def test_iso_layout(built_isos: dict[str, Path], layout: str) -> None:
-    grub_cfg = "/boot/grub2/grub.cfg" if layout == "azl" else "/boot/grub/grub.cfg"
+    grub_cfg = GRUB_CFG.get(layout, "/boot/grub2/grub.cfg")
     with IsoReader(built_isos[layout]) as reader:
         names = {entry.path for entry in reader.walk()}
         config = reader.read_bytes(grub_cfg).decode()
@@ -75,11 +80,16 @@ def test_iso_layout(built_isos: dict[str, Path], layout: str) -> None:
     assert f"root=live:CDLABEL={label}" in config
     assert f"--label {label}" in config
     assert "root=UUID=" not in config and "root=PARTUUID=" not in config
-    assert config.count("rd.live.image") == config.count("\tlinux") or "rd.live.image" in config
+    entries = GrubConfig.parse(config).kernel_args()
+    assert entries, "no linux command left in the media's grub.cfg"
+    for args in entries:  # every boot entry boots the live root, none the original disk
+        assert args.get("root") == f"live:CDLABEL={label}", args
+        assert "rd.live.image" in args and args.get("rd.live.squashimg") == "rootfs.img", args
+    assert "blscfg" not in config, "BLS entries must be rendered into grub.cfg (any grub, TFTP)"
 
 
 @pytest.mark.boot
-@pytest.mark.parametrize("layout", ["azl", "debian"])
+@pytest.mark.parametrize("layout", list(CASES))
 def test_iso_boots_from_cd(built_isos: dict[str, Path], layout: str, tmp_path: Path) -> None:
     result = boot(BootConfig(CdRom(built_isos[layout]), log_path=tmp_path / "serial.log", timeout=400))
     assert result.ok, result.describe()

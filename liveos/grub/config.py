@@ -93,6 +93,10 @@ class MenuEntry:
         return (*self.parents, self.title)
 
 
+#: Deepest block nesting accepted (real configs nest menuentries in a submenu or two).
+MAX_NESTING = 64
+
+
 @dataclass
 class _Frame:
     kind: str  # top, menuentry, submenu, function, if, loop
@@ -120,6 +124,17 @@ class _Parser:
 
     def error(self, token: Token | None, message: str) -> ImageError:
         return syntax_error(self.text, token.start if token else len(self.text), message, self.path)
+
+    def push(self, frame: _Frame) -> None:
+        """Open a block; a hostile config nested thousands deep would take minutes to parse."""
+        if len(self.stack) > MAX_NESTING:
+            raise syntax_error(
+                self.text,
+                frame.opener.start if frame.opener else 0,
+                f"blocks nested more than {MAX_NESTING} deep",
+                self.path,
+            )
+        self.stack.append(frame)
 
     def new_branch(self, frame: _Frame, *, condition: bool) -> None:
         self.branches += 1
@@ -162,7 +177,7 @@ class _Parser:
         keyword = token.keyword
         if keyword in ("if", "while", "until"):
             new = _Frame("if" if keyword == "if" else "loop", token, start=token.start)
-            self.stack.append(new)
+            self.push(new)
             self.new_branch(new, condition=True)
         elif keyword == "elif" or keyword == "else":
             if frame.kind != "if" or frame.condition:
@@ -183,7 +198,7 @@ class _Parser:
             self.stack.pop()
         elif keyword == "for":
             new = _Frame("loop", token, start=token.start)
-            self.stack.append(new)
+            self.push(new)
             self.new_branch(new, condition=True)
             self.skip_words = True
         elif keyword == "!":
@@ -219,7 +234,7 @@ class _Parser:
         frame = _Frame(kind, opener, title=_entry_title(self.words[1:]) if kind != "function" else "")
         frame.start = opener.start
         self.words = []
-        self.stack.append(frame)
+        self.push(frame)
         self.new_branch(frame, condition=False)
         if kind != "function":
             self.entry_commands.append([])

@@ -163,7 +163,11 @@ def detect(path: Path) -> ImageInfo:
         raise UsageError(f"input image {path} is not a regular file", path=path)
     size = path.stat().st_size
     if size == 0:
-        raise ImageError(f"input image {path} is empty (0 bytes)", path=path)
+        raise ImageError(
+            f"input image {path} is empty (0 bytes)",
+            path=path,
+            hint="the download or export did not finish; re-download or re-export the image",
+        )
     if _read_at(path, ISO_MAGIC_OFFSET, len(ISO_MAGIC)) == ISO_MAGIC:
         return ImageInfo(path, DiskFormat.ISO, size)
     info = _qemu_info(path)

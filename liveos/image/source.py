@@ -161,14 +161,18 @@ class SourceImage:
                 [efi] if efi.is_dir() else []
             ):
                 if sub.is_dir() and not sub.is_symlink():
-                    found += sorted(p for p in sub.rglob("*") if p.suffix.lower() == ".efi" and p.is_file())
+                    found += sorted(  # never a symlink: resolved on the host it could leave the image
+                        p
+                        for p in sub.rglob("*")
+                        if p.suffix.lower() == ".efi" and p.is_file() and not p.is_symlink()
+                    )
         return found
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
     @contextlib.contextmanager
     def open(cls, path: Path | str, *, workdir: Path | None = None) -> Iterator[SourceImage]:
-        """Open ``path`` (raw, qcow2, vhd, vhdx) read-only as a writable merged OS tree.
+        """Open ``path`` (raw, qcow2, vhd, vhdx, a liveos ISO) read-only as a writable merged OS tree.
 
         ``workdir`` holds the scratch dir (raw conversion, overlay upper dirs, the extracted ESP);
         it is removed on exit. Needs root.
@@ -176,12 +180,12 @@ class SourceImage:
         path = Path(path)
         with signals_as_exceptions(), contextlib.ExitStack() as stack:
             info = detect(path)
-            if info.format is DiskFormat.ISO:
-                raise UsageError(
-                    f"{path} is an ISO 9660 image; re-opening live ISOs is not supported yet",
-                    path=path,
-                    hint="pass the disk image (raw, qcow2, vhd, vhdx) the ISO was made from",
-                )
+            if info.format is DiskFormat.ISO:  # a liveos ISO: see liveos.image.live_iso
+                from liveos.image.live_iso import open_live_iso  # it builds on this module
+
+                with open_live_iso(path, workdir=workdir) as reopened:
+                    yield reopened
+                return
             require_root(f"opening {path}")
             scratch = _make_scratch(workdir)
             stack.callback(_remove_scratch, scratch)
