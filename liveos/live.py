@@ -137,20 +137,28 @@ class LiveOS:
         label = self.settings.resolved_label()
         with tempfile.TemporaryDirectory(prefix="liveos-media-", dir=out_path.parent) as scratch:
             tree, boot = self.stage(Path(scratch), label=label)
-            with self._step("efiboot"):
-                efiboot = build_efiboot(efiboot_files(tree), Path(scratch) / "efiboot.img", arch=boot.arch)
-            tree.add(EFIBOOT_PATH, efiboot)
-            with self._step("iso"):
-                writer = IsoWriter(label, arch=boot.arch)
-                for media_path, source in tree:
-                    if isinstance(source, bytes):
-                        writer.add_bytes(str(media_path), source)
-                    else:
-                        writer.add_file(str(media_path), source)
-                writer.set_efi_boot(str(EFIBOOT_PATH))
-                writer.write(out_path, hybrid=self.settings.hybrid)
+            self.write_staged_iso(tree, boot, label, out_path, scratch=Path(scratch))
         log.info("live ISO written: %s (label %s)", out_path, label)
         return out_path
+
+    def write_staged_iso(
+        self, tree: MediaTree, boot: BootFiles, label: str, out: Path, *, scratch: Path
+    ) -> Path:
+        """Write already staged media (see :meth:`stage`) as a UEFI ISO; ``tree`` is not changed."""
+        iso_tree = MediaTree(dict(tree.files))
+        with self._step("efiboot"):
+            efiboot = build_efiboot(efiboot_files(iso_tree), scratch / "efiboot.img", arch=boot.arch)
+        iso_tree.add(EFIBOOT_PATH, efiboot)
+        with self._step("iso"):
+            writer = IsoWriter(label, arch=boot.arch)
+            for media_path, source in iso_tree:
+                if isinstance(source, bytes):
+                    writer.add_bytes(str(media_path), source)
+                else:
+                    writer.add_file(str(media_path), source)
+            writer.set_efi_boot(str(EFIBOOT_PATH))
+            writer.write(out, hybrid=self.settings.hybrid)
+        return out
 
     def write_pxe(
         self,

@@ -525,21 +525,7 @@ def _plan(
 
 def _write_bootstrap_iso(live: LiveOS, tree: MediaTree, boot: BootFiles, label: str, out: Path) -> Path:
     """The same ISO :meth:`LiveOS.write_iso` writes, from the already staged tree."""
-    from liveos.iso import IsoWriter, build_efiboot
-    from liveos.media import efiboot_files
-
     out.parent.mkdir(parents=True, exist_ok=True)
-    iso_tree = MediaTree(dict(tree.files))
-    iso_tree.add(
-        EFIBOOT_PATH, build_efiboot(efiboot_files(iso_tree), out.parent / "efiboot.img", arch=boot.arch)
-    )
-    writer = IsoWriter(label, arch=boot.arch)
-    for media_path, source in iso_tree:
-        if isinstance(source, bytes):
-            writer.add_bytes(str(media_path), source)
-        else:
-            writer.add_file(str(media_path), source)
-    writer.set_efi_boot(str(EFIBOOT_PATH))
-    writer.write(out, hybrid=live.settings.hybrid)
+    live.write_staged_iso(tree, boot, label, out, scratch=out.parent)
     log.info("bootstrap ISO for PXE: %s (label %s)", out, label)
     return out

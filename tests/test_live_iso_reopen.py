@@ -10,9 +10,7 @@ ISO still boots to the live overlay.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -40,6 +38,7 @@ from liveos.state import (
     media_state,
 )
 from tests.conftest import FixtureImageFactory
+from tests.imagekit import our_loops, our_mounts, sha256
 
 GRUB_PATH = PurePosixPath("/boot/grub2/grub.cfg")
 STATE = MediaState(
@@ -306,23 +305,6 @@ def test_broken_state_on_an_iso_names_the_iso(tmp_path: Path) -> None:
 
 
 # -- real builds ----------------------------------------------------------------------------------
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def our_mounts(marker: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line for line in f if marker in line]
-
-
-def our_loops(path: Path) -> list[str]:
-    out = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if str(path) in line]
-
 
 LABEL = "LIVEOS_REOPEN"
 USER_ARGS = ("liveos.test=1", "console=ttyS0,115200")

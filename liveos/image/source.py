@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
+from liveos.bootfiles import pe_arch
 from liveos.errors import ImageError, UsageError
 from liveos.image import fat
 from liveos.image.formats import DiskFormat, RawView, detect, raw_view
@@ -59,7 +60,6 @@ READ_ONLY_OPTIONS = {
     "btrfs": ("rescue=nologreplay",),
 }
 ESP_MOUNTPOINTS = (PurePosixPath("/boot/efi"), PurePosixPath("/efi"), PurePosixPath("/boot"))
-PE_MACHINES = {0x8664: Arch.X64, 0xAA64: Arch.AA64}
 ELF_MACHINES = {0x3E: Arch.X64, 0xB7: Arch.AA64}
 
 
@@ -372,17 +372,9 @@ def _read_fstab(tree: Path) -> str | None:
 
 def _pe_arch(path: Path) -> Arch | None:
     try:
-        with path.open("rb") as f:
-            head = f.read(4096)
+        return pe_arch(path)
     except OSError:
         return None
-    if head[:2] != b"MZ" or len(head) < 0x40:
-        return None
-    (pe_offset,) = struct.unpack_from("<I", head, 0x3C)
-    if pe_offset + 6 > len(head) or head[pe_offset : pe_offset + 4] != b"PE\0\0":
-        return None
-    (machine,) = struct.unpack_from("<H", head, pe_offset + 4)
-    return PE_MACHINES.get(machine)
 
 
 def _elf_arch(path: Path) -> Arch | None:
