@@ -38,8 +38,15 @@ def tests(session: nox.Session) -> None:
     """The whole suite, QEMU boots included (root needed; fixture images cached in FIXTURE_CACHE)."""
     session.notify("lint")
     session.notify("typecheck")
+    # One worker per core, whole files per worker (module fixtures build their media once).
+    workers = ["-n", str(min(os.cpu_count() or 1, 2)), "--dist", "loadfile"]
     session.run(
-        "pytest", "-v", "--durations=25", *session.posargs, env={"LIVEOS_FIXTURE_CACHE": FIXTURE_CACHE}
+        "pytest",
+        "-v",
+        "--durations=30",
+        *workers,
+        *session.posargs,
+        env={"LIVEOS_FIXTURE_CACHE": FIXTURE_CACHE},
     )
 
 

@@ -291,7 +291,9 @@ def test_direct_kernel_with_restricted_http(fixture_image: FixtureImageFactory, 
     (www / "hello.txt").write_text(token + "\n")
     append = (
         f"{image.kernel_cmdline} ip=dhcp rd.neednet=1"
-        ' systemd.run="/usr/bin/curl -sf -o /dev/ttyS0 http://10.0.2.100/hello.txt"'
+        # retries: under load the guest's DHCP lease can come after systemd.run starts
+        ' systemd.run="/usr/bin/curl -sf --retry 20 --retry-delay 3 --retry-all-errors'
+        ' -o /dev/ttyS0 http://10.0.2.100/hello.txt"'
     )
     config = BootConfig(
         DirectKernel(kernel, initrd, append),
