@@ -134,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LiveOSError as exc:
         print(f"liveos: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. an unwritable output directory or a full disk
+        print(f"liveos: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("liveos: interrupted; everything mounted was released", file=sys.stderr)
         return 130

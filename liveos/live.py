@@ -134,6 +134,7 @@ class LiveOS:
         out_path = Path(out).absolute()
         if out_path.is_dir():
             raise UsageError(f"output {out_path} is a directory", hint="give a file name such as live.iso")
+        out_path.parent.mkdir(parents=True, exist_ok=True)
         label = self.settings.resolved_label()
         with tempfile.TemporaryDirectory(prefix="liveos-media-", dir=out_path.parent) as scratch:
             tree, boot = self.stage(Path(scratch), label=label)
