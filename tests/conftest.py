@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 from collections.abc import Callable
 
 import pytest
@@ -16,6 +17,12 @@ import pytest
 from tests.fixtures.builder import FixtureImage, build_image
 
 FixtureImageFactory = Callable[..., FixtureImage]
+
+# A shell starts background jobs (CI runners, `cmd &`) with SIGINT ignored, and an ignored signal
+# stays ignored across exec: the Ctrl-C tests' child processes would never see their SIGINT.
+# A handled signal is reset to the default on exec, so install Python's own handler here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
