@@ -10,6 +10,7 @@ lot of it is suspect.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -154,3 +155,10 @@ def markdown_table(series: Sequence[Series], *, reference: str | None = None, mb
             f"| {mbs} | {s.median('other_cpu'):.2f} | {ratio} | {cpu_ratio} |"
         )
     return "\n".join(lines)
+
+
+def write_results(path: Path, result: Mapping[str, object]) -> None:
+    """Write one benchmark's results as JSON (the input of docs/performance.md's tables)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\nwrote {path}")

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks._timing import run_once  # noqa: E402
+from benchmarks._timing import run_once, write_results  # noqa: E402
 
 WORK = Path("/var/tmp/liveos-bench-build")
 LABEL = "BENCH"
@@ -483,9 +483,7 @@ def main() -> int:
         "candidates": summaries,
         "markdown": table,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\nwrote {args.json}")
+    write_results(args.json, result)
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shlex
 import subprocess
@@ -28,7 +27,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks._timing import Command, Series, interleaved, markdown_table, run_once  # noqa: E402
+from benchmarks._timing import (  # noqa: E402
+    Command,
+    Series,
+    interleaved,
+    markdown_table,
+    run_once,
+    write_results,
+)
 
 CACHE = Path("/var/tmp/liveos-bench-cpio")
 SKIP_USR_LIB = {"google-cloud-sdk", "jvm", "debug"}
@@ -257,9 +263,7 @@ def main() -> int:
         out.unlink()
     result["markdown"] = "\n\n".join(report)
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\nwrote {args.json}")
+    write_results(args.json, result)
     return 0
 
 

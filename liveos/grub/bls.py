@@ -43,15 +43,6 @@ def _shift(token: Token, delta: int) -> Token:
 class BlsEntry(KernelArgEditor):
     """One BLS entry file. Other keys (``grub_users``, ``grub_arg``, ``grub_class``…) are kept."""
 
-    def __init__(self, text: str, path: str | None = None) -> None:
-        self.path = path
-        self._text = text
-        self._parse()
-
-    @classmethod
-    def parse(cls, text: str, path: str | None = None) -> BlsEntry:
-        return cls(text, path)
-
     @classmethod
     def read(cls, path: Path) -> BlsEntry:
         return cls(path.read_text(), str(path))

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Self
 
 from liveos.errors import ImageError, InternalError, UsageError
 from liveos.grub.kernelargs import KernelArg, KernelArgs
@@ -341,7 +342,21 @@ class _ArgSite:
 
 
 class KernelArgEditor:
-    """The kernel-argument edits, defined once over :meth:`edit_args` (grub.cfg and BLS entries)."""
+    """Text parsed into a model plus the kernel-argument edits, defined once over :meth:`edit_args`
+    (grub.cfg and BLS entries)."""
+
+    def __init__(self, text: str, path: str | None = None) -> None:
+        self.path = path
+        self._text = text
+        self._parse()
+
+    @classmethod
+    def parse(cls, text: str, path: str | None = None) -> Self:
+        """Parse ``text``; raises :class:`ImageError` (file, line, column) on bad syntax."""
+        return cls(text, path)
+
+    def _parse(self) -> None:
+        raise NotImplementedError
 
     def edit_args(self, edit: Callable[[KernelArgs], KernelArgs]) -> int:
         raise NotImplementedError
@@ -389,16 +404,6 @@ class KernelArgEditor:
 
 class GrubConfig(KernelArgEditor):
     """A parsed grub.cfg that renders back byte-identical and edits with minimal byte changes."""
-
-    def __init__(self, text: str, path: str | None = None) -> None:
-        self.path = path
-        self._text = text
-        self._parse()
-
-    @classmethod
-    def parse(cls, text: str, path: str | None = None) -> GrubConfig:
-        """Parse ``text``; raises :class:`ImageError` (file, line, column) on bad grub syntax."""
-        return cls(text, path)
 
     def _parse(self) -> None:
         tokens = tokenize(self._text, self.path)
