@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _media_options(parser: argparse.ArgumentParser, *, output_help: str) -> None:
     """Options shared by every media kind: input, output, label, mode, kernel args, compression."""
-    parser.add_argument("image", type=Path, help="input image: raw, qcow2, vhd, vhdx")
+    parser.add_argument("image", type=Path, help="raw, qcow2, vhd or vhdx disk image, or a liveos ISO")
     parser.add_argument("-o", "--output", type=Path, required=True, help=output_help)
     parser.add_argument("--label", help="volume label (default: unique LIVEOS_xxxxxxxx)")
     parser.add_argument(
