@@ -144,9 +144,10 @@ def test_signal_mid_build(
                 os.kill(proc.pid, signum)
             code = proc.wait(timeout=EXIT_BOUND)
         finally:
-            if proc.poll() is None:
+            if proc.poll() is None:  # the test failed: SIGKILL leaves mounts, scrub them off the host
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+                scrub(workdir)
     log = stderr_path.read_text()
     assert code == 128 + signum, f"exit code {code}\n{log[-3000:]}"
     assert "Traceback" not in log, log[-3000:]
@@ -154,6 +155,17 @@ def test_signal_mid_build(
     assert leftovers(image, workdir, out) == []
     assert list(outdir.iterdir()) == [], "the output directory is not empty"
     assert sha256(image) == digest, "the input image changed"
+
+
+def scrub(workdir: Path) -> None:
+    """Lazily unmount everything below ``workdir`` (deepest first) and detach its loop devices."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f if str(workdir) in line.split()[4]]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+    for line in subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines():
+        if str(workdir) in line:
+            subprocess.run(["losetup", "-d", line.split(":", 1)[0]], check=False)
 
 
 # -- fault injection at every step, in-process --------------------------------------------------
