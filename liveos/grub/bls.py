@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from liveos.errors import ImageError
-from liveos.grub.config import GrubConfig, KernelArgEditor, Splice, _ArgSite, apply_splices
+from liveos.grub.config import GrubConfig, KernelArgEditor, Splice, _ArgSite
 from liveos.grub.kernelargs import ArgSyntax, KernelArg, KernelArgs
 from liveos.grub.lexer import Token, quote, tokenize
 
@@ -85,9 +85,6 @@ class BlsEntry(KernelArgEditor):
         if not self.values("linux"):
             raise self._error("has no 'linux' line")
 
-    def render(self) -> str:
-        return self._text
-
     def values(self, key: str) -> list[str]:
         return [line.value for line in self.lines if line.key == key]
 
@@ -115,14 +112,6 @@ class BlsEntry(KernelArgEditor):
     def is_rescue(self) -> bool:
         name = Path(self.path).name if self.path else ""
         return "rescue" in self.title.lower() or "rescue" in self.version or "rescue" in name
-
-    def _apply(self, splices: Sequence[Splice]) -> int:
-        if splices:
-            new = apply_splices(self._text, splices)
-            if new != self._text:
-                self._text = new
-                self._parse()
-        return len(splices)
 
     # ------------------------------------------------------------------ options
     def _options_site(self) -> _ArgSite | None:

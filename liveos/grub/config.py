@@ -358,6 +358,19 @@ class KernelArgEditor:
     def _parse(self) -> None:
         raise NotImplementedError
 
+    def render(self) -> str:
+        """The text, byte-identical to the input apart from the edits."""
+        return self._text
+
+    def _apply(self, splices: Sequence[Splice]) -> int:
+        """Splice the text and re-parse the model; returns how many splices were asked for."""
+        if splices:
+            new = apply_splices(self._text, splices)
+            if new != self._text:
+                self._text = new
+                self._parse()
+        return len(splices)
+
     def edit_args(self, edit: Callable[[KernelArgs], KernelArgs]) -> int:
         raise NotImplementedError
 
@@ -409,19 +422,8 @@ class GrubConfig(KernelArgEditor):
         tokens = tokenize(self._text, self.path)
         self.commands, self.menu_entries = _Parser(self._text, tokens, self.path).run()
 
-    def render(self) -> str:
-        return self._text
-
     def __str__(self) -> str:
         return self._text
-
-    def _apply(self, splices: list[Splice]) -> int:
-        if splices:
-            new = apply_splices(self._text, splices)
-            if new != self._text:
-                self._text = new
-                self._parse()
-        return len(splices)
 
     # ------------------------------------------------------------------ queries
     def find(self, names: Iterable[str]) -> list[Command]:
