@@ -40,6 +40,7 @@ from liveos.media import (
     stage_boot_chain,
     stage_grub_dir,
 )
+from liveos.reproducible import source_date_epoch
 from liveos.rootfs import RootFs
 from liveos.run import which
 from liveos.settings import Compression, InitramfsMode
@@ -66,7 +67,8 @@ class LiveSettings:
         """The label to use: the given one, or a unique (reproducible with SOURCE_DATE_EPOCH) one."""
         if self.label:
             return self.label
-        seed = os.environ.get("SOURCE_DATE_EPOCH") or f"{time.time_ns()}-{os.getpid()}"
+        epoch = source_date_epoch()
+        seed = str(epoch) if epoch is not None else f"{time.time_ns()}-{os.getpid()}"
         return "LIVEOS_" + hashlib.sha256(seed.encode()).hexdigest()[:8].upper()
 
 

@@ -51,6 +51,7 @@ from liveos.grub import BlsEntry, GrubConfig, inline_bls
 from liveos.media import EFI_BOOT_DIR, EFIBOOT_PATH, SQUASHFS_PATH, MediaTree
 from liveos.pxe_grub import NetGrub, choose_network_grub
 from liveos.pxe_urls import DEFAULT_ISO_NAME, BootstrapUrl, resolve_bootstrap_url
+from liveos.reproducible import source_date_epoch
 from liveos.rootfs import RootFs
 from liveos.settings import InitramfsMode
 
@@ -205,7 +206,7 @@ class PxeBundle:
     def write_tar(self, out: Path) -> Path:
         """Write the tree as a reproducible ``.tar.gz`` at ``out`` (atomically)."""
         out = Path(out).absolute()
-        epoch = _source_date_epoch()
+        epoch = source_date_epoch()
         now = int(time.time()) if epoch is None else epoch
         with (
             atomic_output(out) as raw,
@@ -433,16 +434,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
-
-
-def _source_date_epoch() -> int | None:
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is not an integer (seconds since 1970)") from exc
 
 
 # ------------------------------------------------------------------------------ the entry point

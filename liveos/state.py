@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -24,9 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from liveos.errors import ImageError, UsageError
+from liveos.errors import ImageError
 from liveos.grub import GrubConfig
 from liveos.grub.kernelargs import KernelArgs
+from liveos.reproducible import source_date_epoch
 from liveos.settings import InitramfsMode
 
 #: Where the state file sits on every medium.
@@ -221,12 +221,8 @@ def _json_type(value: object) -> str:
 
 def build_time() -> int:
     """Seconds since the epoch: ``SOURCE_DATE_EPOCH`` when set (reproducible builds), else now."""
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if value:
-        if not value.isdigit():
-            raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is not a non-negative integer")
-        return int(value)
-    return int(time.time())
+    epoch = source_date_epoch()
+    return int(time.time()) if epoch is None else epoch
 
 
 # -- idempotent re-editing -------------------------------------------------------------------

@@ -34,6 +34,7 @@ import pyzstd
 
 from liveos.atomic import atomic_path
 from liveos.errors import ImageError, InternalError, UsageError
+from liveos.reproducible import source_date_epoch as env_source_date_epoch
 from liveos.settings import Compression
 
 log = logging.getLogger("liveos")
@@ -46,7 +47,6 @@ __all__ = [
     "CpioHeader",
     "CpioStats",
     "default_level",
-    "source_date_epoch_from_env",
     "write_newc",
 ]
 
@@ -76,22 +76,6 @@ _O_NOATIME = getattr(os, "O_NOATIME", 0)
 def default_level(compression: Compression) -> int:
     """The level used when the caller gives none (zstd 3: ~500 MB/s on 2 cores, ratio ~3.1)."""
     return _DEFAULT_LEVELS[compression]
-
-
-def source_date_epoch_from_env() -> int | None:
-    """``SOURCE_DATE_EPOCH`` from the environment (reproducible-builds.org), ``None`` if unset."""
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if value is None or value == "":
-        return None
-    try:
-        epoch = int(value)
-    except ValueError:
-        raise UsageError(
-            f"SOURCE_DATE_EPOCH={value!r} is not an integer", hint="set it to seconds since 1970 or unset it"
-        ) from None
-    if epoch < 0:
-        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is negative", hint="use seconds since 1970")
-    return epoch
 
 
 def _pad4(n: int) -> int:
@@ -862,7 +846,7 @@ def write_newc(
     compression = Compression(compression)
     level = default_level(compression) if level is None else level
     threads = threads or os.cpu_count() or 1
-    sde = source_date_epoch if source_date_epoch is not None else source_date_epoch_from_env()
+    sde = source_date_epoch if source_date_epoch is not None else env_source_date_epoch()
     excluded = _Excluder(exclude)
     extras = _Extras(extra)
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from liveos.iso.efiboot import EfiBootFiles, build_efiboot, build_efiboot_image
 from liveos.iso.hybrid import HybridLayout, PartitionScheme, make_hybrid
 from liveos.iso.reader import EntryKind, IsoEntry, IsoReader
-from liveos.iso.writer import IsoWriter, WrittenIso, source_date_epoch, validate_label
+from liveos.iso.writer import IsoWriter, WrittenIso, validate_label
+from liveos.reproducible import source_date_epoch
 
 __all__ = [
     "EfiBootFiles",

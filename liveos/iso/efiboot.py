@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from liveos.atomic import atomic_path
 from liveos.errors import UsageError
+from liveos.reproducible import source_date_epoch
 from liveos.run import run
 from liveos.settings import Arch
 
@@ -134,9 +135,9 @@ def _write_fat(out: Path, files: Mapping[str, Path | bytes]) -> int:
 def _mkfs_argv(image: Path, size: int) -> list[str]:
     """``mkfs.vfat`` on an existing file; FAT12/16 chosen by mkfs from the size (<= 32 MiB)."""
     argv = ["mkfs.vfat", "-n", VOLUME_LABEL]
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch is not None and epoch.isdigit():
-        argv += ["--invariant", "-i", f"{int(epoch) & 0xFFFFFFFF:08x}"]
+    epoch = source_date_epoch()
+    if epoch is not None:
+        argv += ["--invariant", "-i", f"{epoch & 0xFFFFFFFF:08x}"]
     return [*argv, str(image), str(size // 1024)]
 
 

@@ -44,6 +44,7 @@ import pycdlib
 from liveos.atomic import atomic_output
 from liveos.errors import HostError, ImageError, InternalError, UsageError
 from liveos.iso.hybrid import Extent, PartitionScheme, make_hybrid
+from liveos.reproducible import source_date_epoch
 from liveos.settings import Arch
 
 log = logging.getLogger("liveos.iso")
@@ -100,16 +101,6 @@ def validate_label(label: str) -> str:
             hint="e.g. LIVEOS; the same label goes to grub 'search --label' and 'root=live:CDLABEL='",
         )
     return label
-
-
-def source_date_epoch() -> int | None:
-    """``SOURCE_DATE_EPOCH`` as an int, or None when unset; a malformed value is a usage error."""
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if value is None or value == "":
-        return None
-    if not value.isdigit():
-        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is not a non-negative integer")
-    return int(value)
 
 
 class IsoWriter:
