@@ -46,28 +46,20 @@ def atomic_path(path: Path, *, mode: int = 0o644) -> Iterator[Path]:
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode))
         yield tmp
-        _fsync_file(tmp)
+        _fsync(tmp)
         os.chmod(tmp, mode)  # undo the umask applied at creation
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(parent)
+    _fsync(parent)
 
 
-def _fsync_file(path: Path) -> None:
-    """Flush the data to disk before the rename makes it visible under the final name."""
+def _fsync(path: Path) -> None:
+    """Flush ``path`` to disk: a file's data before the rename makes it visible under its final
+    name, then its directory, since the new entry is only durable once the directory is synced."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename: the new directory entry is only durable once the directory is synced."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
