@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -12,16 +11,7 @@ from liveos.errors import ImageError
 from liveos.media import kernel_version_of
 from liveos.rootfs import RootFs
 from liveos.settings import Arch
-
-
-def pe_binary(machine: int) -> bytes:
-    """The smallest PE/COFF prefix that carries a machine type."""
-    head = bytearray(0x100)
-    head[:2] = b"MZ"
-    struct.pack_into("<I", head, 0x3C, 0x80)
-    head[0x80:0x84] = b"PE\0\0"
-    struct.pack_into("<H", head, 0x84, machine)
-    return bytes(head)
+from tests.imagekit import pe_stub
 
 
 def make_esp(rootfs: RootFs, layout: dict[str, bytes]) -> None:
@@ -30,8 +20,8 @@ def make_esp(rootfs: RootFs, layout: dict[str, bytes]) -> None:
 
 
 def test_pe_arch(tmp_path: Path) -> None:
-    (tmp_path / "x").write_bytes(pe_binary(0x8664))
-    (tmp_path / "a").write_bytes(pe_binary(0xAA64))
+    (tmp_path / "x").write_bytes(pe_stub(0x8664))
+    (tmp_path / "a").write_bytes(pe_stub(0xAA64))
     (tmp_path / "n").write_bytes(b"not a PE file at all" * 10)
     assert pe_arch(tmp_path / "x") is Arch.X64
     assert pe_arch(tmp_path / "a") is Arch.AA64
@@ -43,11 +33,11 @@ def test_debian_layout_prefers_removable_path(tmp_path: Path) -> None:
     make_esp(
         rootfs,
         {
-            "/boot/efi/EFI/debian/shimx64.efi": pe_binary(0x8664),
-            "/boot/efi/EFI/debian/grubx64.efi": pe_binary(0x8664),
-            "/boot/efi/EFI/BOOT/BOOTX64.EFI": pe_binary(0x8664),
-            "/boot/efi/EFI/BOOT/grubx64.efi": pe_binary(0x8664),
-            "/boot/efi/EFI/BOOT/mmx64.efi": pe_binary(0x8664),
+            "/boot/efi/EFI/debian/shimx64.efi": pe_stub(0x8664),
+            "/boot/efi/EFI/debian/grubx64.efi": pe_stub(0x8664),
+            "/boot/efi/EFI/BOOT/BOOTX64.EFI": pe_stub(0x8664),
+            "/boot/efi/EFI/BOOT/grubx64.efi": pe_stub(0x8664),
+            "/boot/efi/EFI/BOOT/mmx64.efi": pe_stub(0x8664),
             "/boot/grub/grub.cfg": b"menuentry x { linux /vmlinuz }\n",
         },
     )
@@ -64,8 +54,8 @@ def test_arm64_image_on_any_host(tmp_path: Path) -> None:
     make_esp(
         rootfs,
         {
-            "/boot/efi/EFI/BOOT/bootaa64.efi": pe_binary(0xAA64),
-            "/boot/efi/EFI/BOOT/grubaa64.efi": pe_binary(0xAA64),
+            "/boot/efi/EFI/BOOT/bootaa64.efi": pe_stub(0xAA64),
+            "/boot/efi/EFI/BOOT/grubaa64.efi": pe_stub(0xAA64),
             "/boot/grub2/grub.cfg": b"linux /boot/vmlinuz-1\n",
         },
     )
@@ -76,7 +66,7 @@ def test_missing_pieces_are_image_errors(tmp_path: Path) -> None:
     rootfs = RootFs(tmp_path)
     with pytest.raises(ImageError, match="no shim"):
         find_boot_files(rootfs)
-    rootfs.write_bytes("/boot/efi/EFI/BOOT/bootx64.efi", pe_binary(0x8664))
+    rootfs.write_bytes("/boot/efi/EFI/BOOT/bootx64.efi", pe_stub(0x8664))
     with pytest.raises(ImageError, match="no grub EFI binary"):
         find_boot_files(rootfs)
     with pytest.raises(ImageError, match="no grub config"):
