@@ -506,11 +506,9 @@ def _plan(
     tree, boot = live.stage(scratch, label=label)
     extra[url.file_name] = _write_bootstrap_iso(live, tree, boot, label, scratch / "iso" / url.file_name)
     config = tree.files[boot.grub_cfg]
+    # BLS entries are already menuentry blocks of this config (media.render_bls), so this one
+    # edit covers every boot entry.
     tree.add(boot.grub_cfg, pxe_grub_config(_text(config), url, extra_args=extra_args).encode())
-    for path, source in bls_entries(tree).items():
-        entry = BlsEntry.parse(_text(source), path=str(path))
-        to_network_root(entry, url, extra_args)
-        tree.add(path, entry.render().encode())
     return PxeBundle.plan(tree, boot, live.rootfs, extra=extra)
 
 
