@@ -1,14 +1,17 @@
 """Write a file all-or-nothing: readers see either the old file, the complete new one, or none.
 
 A build step that dies half-way (error, Ctrl-C, full disk) must never leave a truncated ISO or
-initrd behind that a later run or a user could mistake for a finished artifact.
+initrd behind that a later run or a user could mistake for a finished artifact -- nor the scratch
+directories it worked in (:func:`scratch_dir`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -54,6 +57,30 @@ def atomic_path(path: Path, *, mode: int = 0o644) -> Iterator[Path]:
             os.unlink(tmp)
         raise
     _fsync(parent)
+
+
+_scratch_ids = itertools.count()
+
+
+@contextlib.contextmanager
+def scratch_dir(
+    parent: Path, prefix: str, *, remove: Callable[[Path], None] = shutil.rmtree
+) -> Iterator[Path]:
+    """A new directory in ``parent`` (mode 0700), removed by ``remove`` on every exit.
+
+    Like :func:`atomic_path`, the name is fixed *before* the directory exists, inside the
+    ``try`` that removes it: ``tempfile.mkdtemp`` only returns the name after its mkdir, so a
+    SIGTERM/Ctrl-C landing in between left an orphaned directory behind (seen in the signal tests).
+    """
+    path = parent / f"{prefix}{os.getpid()}-{next(_scratch_ids)}"
+    while path.exists():  # a leftover of a dead process that had our pid
+        path = parent / f"{prefix}{os.getpid()}-{next(_scratch_ids)}"
+    try:
+        path.mkdir(mode=0o700)
+        yield path
+    finally:
+        if path.is_dir():
+            remove(path)
 
 
 def _fsync(path: Path) -> None:

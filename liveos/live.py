@@ -16,12 +16,12 @@ import functools
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from liveos.atomic import scratch_dir
 from liveos.bootfiles import BootFiles, find_boot_files
 from liveos.errors import ImageError, UsageError
 from liveos.image import SourceImage
@@ -138,9 +138,9 @@ class LiveOS:
             raise UsageError(f"output {out_path} is a directory", hint="give a file name such as live.iso")
         out_path.parent.mkdir(parents=True, exist_ok=True)
         label = self.settings.resolved_label()
-        with tempfile.TemporaryDirectory(prefix="liveos-media-", dir=out_path.parent) as scratch:
-            tree, boot = self.stage(Path(scratch), label=label)
-            self.write_staged_iso(tree, boot, label, out_path, scratch=Path(scratch))
+        with scratch_dir(out_path.parent, "liveos-media-") as scratch:
+            tree, boot = self.stage(scratch, label=label)
+            self.write_staged_iso(tree, boot, label, out_path, scratch=scratch)
         log.info("live ISO written: %s (label %s)", out_path, label)
         return out_path
 

@@ -37,14 +37,13 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from liveos.atomic import atomic_output
+from liveos.atomic import atomic_output, scratch_dir
 from liveos.bootfiles import BootFiles
 from liveos.errors import ImageError, UsageError
 from liveos.grub import BlsEntry, GrubConfig, inline_bls
@@ -192,8 +191,7 @@ class PxeBundle:
         out = Path(out).absolute()
         old = check_output_dir(out, overwrite=overwrite)
         out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out) as work:
-            staged = Path(work)
+        with scratch_dir(out, WORK_PREFIX) as staged:
             for rel, source in self.entries():
                 _materialise(staged / rel, source, link_from)
             for entry in old:  # only now: a failure above leaves the old contents alone
@@ -443,8 +441,8 @@ def _remove(path: Path) -> None:
 def _scratch(out: Path, archive: bool) -> Iterator[Path]:
     """Build space on the output's filesystem (so a folder output hard-links instead of copying)."""
     where = out.parent if archive or not out.is_dir() else out
-    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=where) as scratch:
-        yield Path(scratch)
+    with scratch_dir(where, WORK_PREFIX) as scratch:
+        yield scratch
 
 
 def write_pxe(

@@ -30,7 +30,7 @@ from liveos.grub.config import INITRD_COMMANDS, LINUX_COMMANDS
 from liveos.image.formats import DiskFormat, RawView
 from liveos.image.mounts import loop_device, mount, overlay, require_root, signals_as_exceptions
 from liveos.image.partitions import PartitionTable, TableKind
-from liveos.image.source import SourceImage, _make_scratch, _remove_scratch
+from liveos.image.source import SourceImage, image_scratch
 from liveos.initramfs import cpio_reader
 from liveos.initramfs.fullos import INIT_CANDIDATES
 from liveos.iso.reader import EntryKind, IsoReader
@@ -103,8 +103,7 @@ def open_live_iso(path: Path, *, workdir: Path | None = None) -> Iterator[LiveIs
         reader = stack.enter_context(_open_reader(path))
         state = read_media_state(reader)
         require_root(f"opening {path}")
-        scratch = _make_scratch(workdir)
-        stack.callback(_remove_scratch, scratch)
+        scratch = stack.enter_context(image_scratch(workdir))
         boot_layer = scratch / "boot"
         extract_boot_files(reader, boot_layer, state)
         os_layer = scratch / "os"

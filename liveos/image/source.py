@@ -15,12 +15,12 @@ import logging
 import os
 import shutil
 import struct
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
+from liveos.atomic import scratch_dir
 from liveos.bootfiles import pe_arch
 from liveos.errors import ImageError, UsageError
 from liveos.image import fat
@@ -187,8 +187,7 @@ class SourceImage:
                     yield reopened
                 return
             require_root(f"opening {path}")
-            scratch = _make_scratch(workdir)
-            stack.callback(_remove_scratch, scratch)
+            scratch = stack.enter_context(image_scratch(workdir))
             raw = stack.enter_context(raw_view(info, scratch))
             table = read_partition_table(raw.path, raw.size)
             filesystems = [probe(raw.path, p) for p in table.partitions]
@@ -390,11 +389,12 @@ def _elf_arch(path: Path) -> Arch | None:
     return ELF_MACHINES.get(machine)
 
 
-def _make_scratch(workdir: Path | None) -> Path:
+def image_scratch(workdir: Path | None) -> contextlib.AbstractContextManager[Path]:
+    """The opened image's own scratch dir in ``workdir`` (raw view, mount points, overlay layers)."""
     base = DEFAULT_WORKDIR if workdir is None else workdir
     if not base.is_dir():
         raise UsageError(f"work dir {base} does not exist or is not a directory", path=base)
-    return Path(tempfile.mkdtemp(prefix="liveos-image-", dir=base.resolve()))
+    return scratch_dir(base.resolve(), "liveos-image-", remove=_remove_scratch)
 
 
 def _mounts_below(path: Path) -> list[str]:
