@@ -291,6 +291,9 @@ def test_direct_kernel_with_restricted_http(fixture_image: FixtureImageFactory, 
     (www / "hello.txt").write_text(token + "\n")
     append = (
         f"{image.kernel_cmdline} ip=dhcp rd.neednet=1"
+        # TCG under load: udev can take longer than systemd's 90 s default to show the ESP that
+        # fstab mounts at /boot/efi, which drops the guest into emergency mode (seen in CI)
+        " systemd.default_timeout_start_sec=400"
         # retries: under load the guest's DHCP lease can come after systemd.run starts
         ' systemd.run="/usr/bin/curl -sf --retry 20 --retry-delay 3 --retry-all-errors'
         ' -o /dev/ttyS0 http://10.0.2.100/hello.txt"'
