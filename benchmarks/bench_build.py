@@ -98,10 +98,13 @@ def child_liveos(image: Path, work: Path, out: Path, mode: str) -> dict[str, flo
         job = live.with_label(LABEL)
         job = job.bootstrap() if mode == "bootstrap" else job.full_os()
         built = time.perf_counter()
-        job.write_iso(out)
+        result = job.write_iso(out)
         build = time.perf_counter() - built
-        clock.steps.update(job.timings)
-        clock.steps["other"] = build - sum(job.timings.values())
+        steps = dict.fromkeys((str(s.kind) for s in result.steps), 0.0)
+        for step in result.steps:
+            steps[str(step.kind)] += step.seconds
+        clock.steps.update(steps)
+        clock.steps["other"] = build - result.seconds
         closing = time.perf_counter()
     clock.steps["close"] = time.perf_counter() - closing
     return clock.steps
@@ -180,12 +183,14 @@ def _dracut(mnt: Path, kver: str, out: Path) -> None:
 
 
 def _mksquashfs(mnt: Path, out: Path, *, slow: bool) -> None:
-    from liveos.squashfs import DEFAULT_EXCLUDES, SquashfsPreset
+    from liveos.layout import ROOT_IMAGE_EXCLUDED
+    from liveos.settings import SquashfsPreset
+    from liveos.squashfs import MKSQUASHFS_OPTIONS
 
-    comp = ["-comp", "zstd"] if slow else SquashfsPreset.FAST.mksquashfs_args()
+    comp = ["-comp", "zstd"] if slow else list(MKSQUASHFS_OPTIONS[SquashfsPreset.FAST])
     sh(
         ["mksquashfs", str(mnt), str(out), "-noappend", "-xattrs", "-no-progress", *comp,
-         "-processors", str(os.cpu_count() or 1), "-wildcards", "-e", *DEFAULT_EXCLUDES, "etc/fstab"]
+         "-processors", str(os.cpu_count() or 1), "-wildcards", "-e", *ROOT_IMAGE_EXCLUDED]
     )  # fmt: skip
 
 

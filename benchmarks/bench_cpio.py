@@ -114,7 +114,7 @@ def tree_facts(tree: Path) -> dict[str, int]:
 def liveos_cmd(tree: Path, out: Path, compression: str, threads: int) -> list[str]:
     code = (
         f"import sys; from pathlib import Path; sys.path.insert(0, {str(REPO)!r});"
-        "from liveos.initramfs.cpio import write_newc; from liveos.settings import Compression;"
+        "from liveos.cpio import write_newc; from liveos.settings import Compression;"
         f"fp = open({str(out)!r}, 'wb');"
         f"write_newc(Path({str(tree)!r}), fp, compression=Compression({compression!r}),"
         f" level=3, threads={threads});"
@@ -148,7 +148,7 @@ def writer_candidates(tree: Path, out: Path, threads: int) -> tuple[dict[str, Co
 def reader_candidates(archive: Path) -> dict[str, Command]:
     own = (
         f"import sys; sys.path.insert(0, {str(REPO)!r});"
-        "from liveos.initramfs.cpio_reader import iter_entries;"
+        "from liveos.cpio import iter_entries;"
         "import os; fd = os.open('/dev/null', os.O_WRONLY); n = b = 0\n"
         f"for m in iter_entries({str(archive)!r}):\n"
         "    n += 1; b += m.copy_to(fd)\n"

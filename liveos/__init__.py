@@ -3,17 +3,19 @@
     from liveos import LiveOS
 
     with LiveOS.open("disk.qcow2") as live:
-        live.rootfs.remove_fstab()
-        live.with_kernel_args("quiet").bootstrap().write_iso("live.iso")
+        live.rootfs.write_text("/etc/motd", "hello\\n")
+        plan = live.with_kernel_args("quiet").plan()      # what will be built, in seconds
+        result = live.with_kernel_args("quiet").write_iso("live.iso")
 
-The building blocks are public too: :class:`SourceImage` (open an image read-only as an OS tree),
-:class:`RootFs` (the customisable tree), :class:`GrubConfig` (lossless grub.cfg edits),
-:class:`Initramfs` (bootstrap dracut initrd or full-os CPIO), :class:`IsoWriter`,
-:class:`PxeBundle`. Errors are split by fault; see :mod:`liveos.errors`.
+The building blocks are public too: :class:`SourceImage` (an input opened read-only as an OS
+tree, from :func:`open_image`), :class:`RootFs` (the customisable tree), :class:`GrubConfig`
+(lossless grub.cfg edits), :class:`Initramfs` (a built bootstrap or full-os initrd),
+:class:`IsoWriter`, :class:`PxeBundle`. Errors are split by fault; see :mod:`liveos.errors`.
 """
 
 from __future__ import annotations
 
+from liveos._version import __version__
 from liveos.errors import (
     CommandError,
     HostError,
@@ -24,22 +26,33 @@ from liveos.errors import (
     UsageError,
 )
 from liveos.grub import BlsEntry, GrubConfig
-from liveos.image import SourceImage
+from liveos.image import DiskImage, IsoReader, LiveIsoImage, SourceImage, open_image
 from liveos.initramfs import Initramfs
-from liveos.iso import IsoReader, IsoWriter
-from liveos.live import LiveOS, LiveSettings
-from liveos.pxe import PxeBundle, write_pxe
+from liveos.iso import IsoWriter
+from liveos.live import LiveOS
+from liveos.plan import BootEntry, BuildPlan, Origin, PlannedFile, PlannedStep, StepKind
+from liveos.pxe import PxeBundle
+from liveos.result import BuildResult, StepResult
 from liveos.rootfs import RootFs
-from liveos.settings import Arch, Compression, InitramfsMode
-from liveos.squashfs import SquashfsPreset
-
-__version__ = "0.1.0"
+from liveos.settings import (
+    Arch,
+    Compression,
+    InitramfsMode,
+    LiveSettings,
+    OutputKind,
+    SELinux,
+    SquashfsPreset,
+)
 
 __all__ = [
     "Arch",
     "BlsEntry",
+    "BootEntry",
+    "BuildPlan",
+    "BuildResult",
     "CommandError",
     "Compression",
+    "DiskImage",
     "GrubConfig",
     "HostError",
     "ImageError",
@@ -48,15 +61,23 @@ __all__ = [
     "InternalError",
     "IsoReader",
     "IsoWriter",
+    "LiveIsoImage",
     "LiveOS",
     "LiveOSError",
     "LiveSettings",
     "MissingToolError",
+    "Origin",
+    "OutputKind",
+    "PlannedFile",
+    "PlannedStep",
     "PxeBundle",
     "RootFs",
+    "SELinux",
     "SourceImage",
     "SquashfsPreset",
+    "StepKind",
+    "StepResult",
     "UsageError",
     "__version__",
-    "write_pxe",
+    "open_image",
 ]

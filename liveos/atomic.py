@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -43,11 +44,13 @@ def atomic_path(path: Path, *, mode: int = 0o644) -> Iterator[Path]:
     parent = path.parent
     if not parent.is_dir():
         raise UsageError(f"output directory {parent} does not exist", path=path, hint="create it first")
-    if path.is_dir():
-        raise UsageError(f"output path {path} is a directory", path=path, hint="name a file")
+    _refuse_non_file(path)
     tmp = parent / f".{path.name}.tmp-{os.getpid()}"
     try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # a leftover of a dead process that had our pid
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        os.close(os.open(tmp, flags, mode))
         yield tmp
         _fsync(tmp)
         os.chmod(tmp, mode)  # undo the umask applied at creation
@@ -57,6 +60,37 @@ def atomic_path(path: Path, *, mode: int = 0o644) -> Iterator[Path]:
             os.unlink(tmp)
         raise
     _fsync(parent)
+
+
+def _refuse_non_file(path: Path) -> None:
+    """An output replaces a regular file or takes a new name -- never a directory or a device."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"output path {path} is a directory", path=path, hint="name a file")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise UsageError(
+            f"output path {path} exists and is not a regular file (a device, FIFO or socket)",
+            path=path,
+            hint="name a regular file or a new file name",
+        )
+
+
+def check_output_file(path: str | os.PathLike[str], *, create_parent: bool = True) -> Path:
+    """The absolute output path, checked before any work: a regular file or a new name. Its
+    directory is created if missing (``create_parent``), or only checked to be creatable."""
+    out = Path(path).absolute()
+    _refuse_non_file(out)
+    for ancestor in out.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise UsageError(f"{ancestor} is not a directory: cannot write {out}", path=out)
+            break
+    if create_parent:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 _scratch_ids = itertools.count()

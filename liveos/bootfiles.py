@@ -7,11 +7,11 @@ precisely what is missing when it cannot.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from liveos.errors import ImageError
+from liveos.pe import pe_arch
 from liveos.rootfs import RootFs
 from liveos.settings import Arch
 
@@ -21,8 +21,6 @@ ESP_MOUNTPOINTS = ("/boot/efi", "/efi", "/boot")
 GRUB_CONFIGS = ("/boot/grub2/grub.cfg", "/boot/grub/grub.cfg")
 #: Real grub.cfg files are KiBs; a hostile multi-MiB one would only cost minutes of parsing.
 MAX_GRUB_CFG_BYTES = 1 << 20
-#: PE/COFF machine types of UEFI binaries.
-PE_MACHINES = {0x8664: Arch.X64, 0xAA64: Arch.AA64}
 
 
 @dataclass(frozen=True)
@@ -38,19 +36,6 @@ class BootFiles:
     @property
     def grub_dir(self) -> PurePosixPath:
         return self.grub_cfg.parent
-
-
-def pe_arch(path: Path) -> Arch | None:
-    """EFI architecture of a PE/COFF binary, or None if it is not one we know."""
-    with path.open("rb") as f:
-        head = f.read(4096)
-    if len(head) < 0x40 or head[:2] != b"MZ":
-        return None
-    (pe_offset,) = struct.unpack_from("<I", head, 0x3C)
-    if pe_offset + 6 > len(head) or head[pe_offset : pe_offset + 4] != b"PE\0\0":
-        return None
-    (machine,) = struct.unpack_from("<H", head, pe_offset + 4)
-    return PE_MACHINES.get(machine)
 
 
 def _efi_files(rootfs: RootFs) -> list[tuple[PurePosixPath, Path]]:

@@ -10,63 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from liveos.confined import resolve_in_root
 from liveos.errors import ImageError
-
-#: Same limit as Linux (MAXSYMLINKS): more link hops than this is a loop.
-MAX_SYMLINK_HOPS = 40
-
-
-def resolve_in_root(root: Path, path: str | PurePosixPath, *, follow_last: bool = True) -> Path:
-    """Return the host path of ``path`` inside ``root``, resolving symlinks as a chroot would.
-
-    ``path`` is an absolute or relative path *in the image* (``/etc/fstab``). Symlinks met on the
-    way are followed inside ``root``; the last component is followed only if ``follow_last``.
-    Missing components are allowed (the result may not exist yet). Raises :class:`ImageError`
-    on a symlink loop.
-    """
-    parts = list(PurePosixPath("/", path).parts[1:])
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        name = parts.pop(0)
-        if name in ("", "."):
-            continue
-        if name == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, name)
-        is_last = not parts
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            resolved.append(name)
-            continue
-        except NotADirectoryError:
-            resolved.append(name)
-            continue
-        if stat.S_ISLNK(st.st_mode) and (follow_last or not is_last):
-            hops += 1
-            if hops > MAX_SYMLINK_HOPS:
-                raise ImageError(
-                    f"too many levels of symbolic links while resolving {path} in the image",
-                    path=root / str(path).lstrip("/"),
-                    hint="the image contains a symlink loop; fix or remove the link",
-                )
-            target = os.readlink(candidate)
-            target_parts = list(PurePosixPath(target).parts)
-            if target.startswith("/"):
-                resolved = []
-                target_parts = target_parts[1:]
-            parts = target_parts + parts
-            continue
-        resolved.append(name)
-    return root.joinpath(*resolved)
+from liveos.versions import Version
 
 
 @dataclass(frozen=True)
@@ -96,6 +46,14 @@ class RootFs:
         return os.path.lexists(self.path(path, follow_last=False)) and (
             not self.is_symlink(path) or self.path(path).exists()
         )
+
+    def is_file(self, path: str | PurePosixPath) -> bool:
+        """A regular file (after following links inside the image)."""
+        return self.path(path).is_file()
+
+    def is_dir(self, path: str | PurePosixPath) -> bool:
+        """A directory (after following links inside the image)."""
+        return self.path(path).is_dir()
 
     def is_symlink(self, path: str | PurePosixPath) -> bool:
         return self.path(path, follow_last=False).is_symlink()
@@ -169,7 +127,7 @@ class RootFs:
                     initrd = PurePosixPath("/boot", candidate)
                     break
             found.append(Kernel(version, entry, initrd))
-        return sorted(found, key=lambda k: version_key(k.version))
+        return sorted(found, key=lambda k: Version(k.version))
 
     def selinux_mode(self) -> str:
         """``enforcing``, ``permissive`` or ``disabled`` from ``/etc/selinux/config`` (no file: disabled)."""
@@ -194,6 +152,7 @@ def parse_os_release(text: str) -> dict[str, str]:
     return result
 
 
-def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key for kernel/package versions: numeric runs compare as numbers (6.6.10 > 6.6.9)."""
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.findall(r"\d+|[A-Za-z]+", version))
+def kernel_version_of(name: str, versions: list[str]) -> str | None:
+    """The kernel version a boot file name refers to (longest match, so 6.6.10.1 beats 6.6.10)."""
+    matches = [v for v in versions if re.search(rf"(^|[-_]){re.escape(v)}($|[._-])", name)]
+    return max(matches, key=len) if matches else None

@@ -1,8 +1,28 @@
-"""Closed choices (enums) and build settings (frozen dataclasses) shared by every module."""
+"""Every build setting, declared once: closed choices as enums, and the settings table.
+
+Each field of :class:`LiveSettings` carries its :class:`SettingSpec` (mkosi's ``ConfigSetting``
+idea): the default is the field default, and the same record gives the ``with_*`` method's
+validation, the CLI flag (:func:`add_cli_arguments`), and the table in docs/usage.md
+(:func:`markdown_table`). Adding a setting means adding one field here.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import enum
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from liveos.errors import UsageError
+from liveos.reproducible import source_date_epoch
+
+T = TypeVar("T")
 
 
 class InitramfsMode(enum.StrEnum):
@@ -18,12 +38,53 @@ class InitramfsMode(enum.StrEnum):
 
 
 class Compression(enum.StrEnum):
-    """Compressor for a CPIO initrd stream."""
+    """Compressor of a CPIO initrd stream (each one the kernel can unpack)."""
 
     ZSTD = "zstd"
     GZIP = "gzip"
     XZ = "xz"
     NONE = "none"
+
+    @property
+    def default_level(self) -> int:
+        """The level used when none is given (zstd 3: ~500 MB/s on 2 cores, ratio ~3.1)."""
+        return _DEFAULT_LEVELS[self]
+
+    @property
+    def levels(self) -> range:
+        """Levels the compressor accepts."""
+        return _LEVEL_RANGES[self]
+
+
+_DEFAULT_LEVELS = {Compression.ZSTD: 3, Compression.GZIP: 6, Compression.XZ: 6, Compression.NONE: 0}
+_LEVEL_RANGES = {
+    Compression.ZSTD: range(1, 23),
+    Compression.GZIP: range(1, 10),
+    Compression.XZ: range(0, 10),
+    Compression.NONE: range(0, 1),
+}
+
+
+class SquashfsPreset(enum.StrEnum):
+    """Speed/size trade-off of the bootstrap root image (``mksquashfs`` options in squashfs.py)."""
+
+    FAST = "fast"  #: zstd level 3: seconds per GB, ~14 % larger than BALANCED
+    BALANCED = "balanced"  #: zstd level 15 (mksquashfs's own default): ~17x slower than FAST
+    SMALL = "small"  #: xz with the x86 BCJ filter and 1 MiB blocks: smallest, slowest
+
+
+class SELinux(enum.StrEnum):
+    """What happens to the image's SELinux mode on the media.
+
+    ``KEEP``: as the image has it where the mode allows (bootstrap); full-os media boot with
+    ``selinux=0`` because a CPIO carries no labels. ``DISABLE``: ``selinux=0`` on every entry.
+    ``REQUIRE``: the media must boot with SELinux as configured in the image: an error for
+    full-os media and for an image whose SELinux is disabled.
+    """
+
+    KEEP = "keep"
+    DISABLE = "disable"
+    REQUIRE = "require"
 
 
 class Arch(enum.StrEnum):
@@ -41,3 +102,321 @@ class Arch(enum.StrEnum):
     def grub_name(self) -> str:
         """File name of grub next to shim (``grubx64.efi``)."""
         return f"grub{self.value}.efi"
+
+
+class OutputKind(enum.StrEnum):
+    """What a build writes."""
+
+    ISO = "iso"  #: a hybrid ISO (CD and USB)
+    PXE = "pxe"  #: a TFTP tree (folder or .tar.gz)
+
+
+# -- validation ------------------------------------------------------------------------------
+#: Joliet's volume identifier is 32 bytes of UCS-2: 16 characters; grub and blkid read it.
+MAX_LABEL = 16
+_LABEL_RE = re.compile(r"[A-Z0-9_]{1,16}")
+
+
+@overload
+def validate_label(label: str) -> str: ...
+
+
+@overload
+def validate_label(label: None) -> None: ...
+
+
+def validate_label(label: str | None) -> str | None:
+    """``label`` if it is a valid volume label (None: a unique one per build), else UsageError."""
+    if label is None:
+        return None
+    if not isinstance(label, str) or not _LABEL_RE.fullmatch(label):
+        raise UsageError(
+            f"invalid ISO volume label {label!r}: use 1-{MAX_LABEL} characters A-Z, 0-9 and _",
+            hint="e.g. LIVEOS; the same label goes to grub 'search --label' and 'root=live:CDLABEL='",
+        )
+    return label
+
+
+def validate_kernel_args(args: Iterable[str]) -> tuple[str, ...]:
+    """Each string is one kernel argument: non-empty, no control characters."""
+    out = tuple(args)
+    for index, arg in enumerate(out):
+        if not isinstance(arg, str) or not arg.strip():
+            raise UsageError(f"kernel argument {index} ({arg!r}) is empty", hint="drop it or give a value")
+        if any(ord(c) < 32 or c == "\x7f" for c in arg):
+            raise UsageError(
+                f"kernel argument {arg!r} contains a control character",
+                hint="arguments must be free of newlines, tabs and other control characters",
+            )
+    return out
+
+
+def _enum_parser(kind: type[T]) -> Callable[[object], T]:
+    def parse(value: object) -> T:
+        try:
+            return kind(value)  # type: ignore[call-arg]
+        except ValueError:
+            known = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
+            raise UsageError(f"{value!r} is not one of {known}") from None
+
+    return parse
+
+
+def _level(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise UsageError(f"compression level {value!r} is not an integer")
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"compression level {value!r} is not an integer") from None
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise UsageError(f"{value!r} is not a boolean")
+
+
+def _identity(value: T) -> T:
+    return value
+
+
+# -- the table -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SettingSpec:
+    """How one setting is validated, set from Python, exposed on the CLI and documented."""
+
+    help: str
+    method: str  #: the LiveOS method that sets it (``with_label``)
+    flag: str  #: CLI flag (``--label``)
+    validate: Callable[[Any], Any] = _identity  #: Python value -> checked value (UsageError)
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    repeat: bool = False  #: CLI flag may repeat; values are appended
+    boolean: bool = False  #: CLI ``--flag`` / ``--no-flag``
+    default_text: str | None = None  #: how the docs show the default (else repr of the value)
+
+
+def _setting(default: T, spec: SettingSpec) -> T:
+    return dataclasses.field(default=default, metadata={"spec": spec})
+
+
+def _choices(kind: type[enum.StrEnum]) -> tuple[str, ...]:
+    return tuple(m.value for m in kind)
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """Everything that decides what the live media look like (frozen; see the module docstring)."""
+
+    label: str | None = _setting(
+        None,
+        SettingSpec(
+            "ISO volume label (1-16 of A-Z 0-9 _), used by grub `search --label` and `root=live:CDLABEL=`",
+            "with_label",
+            "--label",
+            validate_label,
+            metavar="LABEL",
+            default_text="unique `LIVEOS_xxxxxxxx` per build",
+        ),
+    )
+    mode: InitramfsMode = _setting(
+        InitramfsMode.BOOTSTRAP,
+        SettingSpec(
+            "initramfs mode: `bootstrap` (dracut initrd + squashfs root) or `full-os` (the whole "
+            "OS is the initrd)",
+            "with_mode",
+            "--mode",
+            _enum_parser(InitramfsMode),
+            _choices(InitramfsMode),
+        ),
+    )
+    kernel_args: tuple[str, ...] = _setting(
+        (),
+        SettingSpec(
+            "arguments appended to every boot entry; each string is one argument",
+            "with_kernel_args",
+            "--kernel-arg",
+            validate_kernel_args,
+            metavar="ARG",
+            repeat=True,
+            default_text="none",
+        ),
+    )
+    selinux: SELinux = _setting(
+        SELinux.KEEP,
+        SettingSpec(
+            "SELinux on the media: `keep` the image's mode where the mode allows, `disable` "
+            "(`selinux=0`), `require` (an error where it cannot be kept)",
+            "with_selinux",
+            "--selinux",
+            _enum_parser(SELinux),
+            _choices(SELinux),
+        ),
+    )
+    squashfs: SquashfsPreset = _setting(
+        SquashfsPreset.FAST,
+        SettingSpec(
+            "bootstrap root image: `fast` zstd-3, `balanced` zstd-15, `small` xz",
+            "with_squashfs",
+            "--squashfs",
+            _enum_parser(SquashfsPreset),
+            _choices(SquashfsPreset),
+        ),
+    )
+    compression: Compression = _setting(
+        Compression.ZSTD,
+        SettingSpec(
+            "full-os initrd compressor",
+            "with_compression",
+            "--compression",
+            _enum_parser(Compression),
+            _choices(Compression),
+        ),
+    )
+    compression_level: int | None = _setting(
+        None,
+        SettingSpec(
+            "full-os initrd compression level",
+            "with_compression",
+            "--compression-level",
+            _level,
+            metavar="N",
+            default_text="the compressor's default (zstd 3, gzip 6, xz 6)",
+        ),
+    )
+    hybrid: bool = _setting(
+        True,
+        SettingSpec(
+            "ISO: also write USB partition tables (GPT in the system area), so the same file boots "
+            "from a USB stick",
+            "with_hybrid",
+            "--hybrid",
+            _bool,
+            boolean=True,
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        level = self.compression_level
+        if level is not None and level not in self.compression.levels:
+            bounds = self.compression.levels
+            raise UsageError(
+                f"compression level {level} is out of range for {self.compression} "
+                f"({bounds.start}..{bounds.stop - 1})"
+            )
+
+    def replace(self, **changes: object) -> LiveSettings:
+        """A copy with ``changes`` applied, each validated by its setting's spec."""
+        checked = {}
+        for name, value in changes.items():
+            checked[name] = spec(name).validate(value)
+        return dataclasses.replace(self, **checked)
+
+    @property
+    def level(self) -> int:
+        """The full-os compression level in effect."""
+        return self.compression.default_level if self.compression_level is None else self.compression_level
+
+    def resolved_label(self) -> str:
+        """The label to use: the given one, or a unique (reproducible with SOURCE_DATE_EPOCH) one."""
+        if self.label:
+            return self.label
+        epoch = source_date_epoch()
+        seed = str(epoch) if epoch is not None else f"{time.time_ns()}-{os.getpid()}"
+        return "LIVEOS_" + hashlib.sha256(seed.encode()).hexdigest()[:8].upper()
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable values, keyed by setting name."""
+        out: dict[str, object] = {}
+        for name, _spec, _default in table():
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def table() -> list[tuple[str, SettingSpec, object]]:
+    """(name, spec, default) of every setting, in declaration order."""
+    return [(f.name, f.metadata["spec"], f.default) for f in dataclasses.fields(LiveSettings)]
+
+
+def spec(name: str) -> SettingSpec:
+    """The spec of one setting; UsageError for an unknown name."""
+    for field in dataclasses.fields(LiveSettings):
+        if field.name == name:
+            found: SettingSpec = field.metadata["spec"]
+            return found
+    known = ", ".join(n for n, _, _ in table())
+    raise UsageError(f"unknown setting {name!r}", hint=f"known settings: {known}")
+
+
+# -- the CLI and the docs, from the table ------------------------------------------------------
+def add_cli_arguments(parser: argparse._ActionsContainer) -> None:
+    """One flag per setting; every default is None (= not given), so the library's defaults rule."""
+    for name, item, default in table():
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": _cli_help(item, default)}
+        if item.boolean:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif item.repeat:
+            kwargs.update(action="append", metavar=item.metavar)
+        else:
+            kwargs.update(choices=item.choices, metavar=item.metavar)
+        parser.add_argument(item.flag, **kwargs)
+
+
+def from_cli(args: argparse.Namespace, base: LiveSettings | None = None) -> LiveSettings:
+    """``base`` (default settings) with every setting the command line gave."""
+    settings = base or LiveSettings()
+    changes: dict[str, object] = {}
+    for name, item, _default in table():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if item.repeat:
+            value = (*getattr(settings, name), *value)
+        changes[name] = value
+    return settings.replace(**changes)
+
+
+def _default_text(item: SettingSpec, default: object) -> str:
+    if item.default_text is not None:
+        return item.default_text
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return f"`{default}`"
+
+
+def _cli_help(item: SettingSpec, default: object) -> str:
+    return f"{item.help} (default: {_default_text(item, default)})".replace("`", "")
+
+
+def markdown_table() -> str:
+    """The settings table of docs/usage.md (a test keeps the docs in sync with this)."""
+    rows = ["| setting | Python | CLI | default | meaning |", "|---|---|---|---|---|"]
+    for name, item, default in table():
+        flag = f"`{item.flag}`/`--no-{item.flag[2:]}`" if item.boolean else f"`{item.flag}`"
+        rows.append(
+            f"| `{name}` | `{item.method}()` | {flag} | {_default_text(item, default)} | {item.help} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+__all__ = [
+    "Arch",
+    "Compression",
+    "InitramfsMode",
+    "LiveSettings",
+    "OutputKind",
+    "SELinux",
+    "SettingSpec",
+    "SquashfsPreset",
+    "add_cli_arguments",
+    "from_cli",
+    "markdown_table",
+    "spec",
+    "table",
+    "validate_kernel_args",
+    "validate_label",
+]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import shutil
 import struct
@@ -43,6 +44,7 @@ KERNEL = b"IMAGE-KERNEL\n"
 EXECUTABLES = ("/usr/bin/dracut", "/bin/sh", "/usr/lib/systemd/systemd")
 
 
+@functools.cache
 def _shell_files() -> dict[str, bytes]:
     """The host's /bin/sh (dash) and the libraries it loads, at the same paths in the image."""
     files = {"/bin/sh": Path("/bin/sh").resolve().read_bytes()}

@@ -82,10 +82,6 @@ class Token:
         return any(part.is_var for part in self.parts)
 
     @property
-    def is_quoted(self) -> bool:
-        return any(part.kind is not PartKind.TEXT for part in self.parts)
-
-    @property
     def literal(self) -> str | None:
         """The word's value when it contains no variable expansion, else None."""
         if self.kind is not TokenKind.WORD or self.has_vars:

@@ -283,9 +283,9 @@ def raw_view(info: ImageInfo, workdir: Path) -> Iterator[RawView]:
     """
     if info.format is DiskFormat.ISO:
         raise UsageError(
-            f"{info.path} is an ISO 9660 image; re-opening live ISOs is not supported yet",
+            f"{info.path} is an ISO 9660 image, not a disk image",
             path=info.path,
-            hint="pass the disk image (raw, qcow2, vhd, vhdx) the ISO was made from",
+            hint="open it with liveos.image.open_image(), which re-opens ISOs liveos wrote",
         )
     if info.format.in_place:
         yield RawView(info.path.resolve(), info.virtual_size, converted=False)

@@ -21,8 +21,6 @@ from liveos.run import run
 
 log = logging.getLogger("liveos")
 
-#: Filesystems liveos can mount from the image (vfat via mtools, the rest via the kernel).
-DISK_FSTYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat"})
 ROOT_FSTYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs"})
 FAT_ALIASES = frozenset({"vfat", "fat", "msdos", "umsdos"})
 

@@ -24,20 +24,30 @@ import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from liveos.cpio import extract
 from liveos.errors import ImageError, UsageError
 from liveos.grub import GrubConfig
-from liveos.grub.config import INITRD_COMMANDS, LINUX_COMMANDS
-from liveos.image.formats import DiskFormat, RawView
-from liveos.image.mounts import loop_device, mount, overlay, require_root, signals_as_exceptions
-from liveos.image.partitions import PartitionTable, TableKind
-from liveos.image.source import SourceImage, image_scratch
-from liveos.initramfs import cpio_reader
-from liveos.initramfs.fullos import INIT_CANDIDATES
-from liveos.iso.reader import EntryKind, IsoReader
-from liveos.media import EFI_BOOT_DIR, EFIBOOT_PATH, FULL_OS_INITRD, SQUASHFS_PATH, kernel_version_of
-from liveos.rootfs import RootFs
-from liveos.settings import InitramfsMode
-from liveos.state import STATE_PATH, MediaState
+from liveos.grub.parser import INITRD_COMMANDS, LINUX_COMMANDS
+from liveos.host.loops import loop_device
+from liveos.host.mounts import mount, overlay
+from liveos.host.privilege import require_root
+from liveos.host.signals import signals_as_exceptions
+from liveos.image.base import SourceImage, image_scratch
+from liveos.image.formats import DiskFormat
+from liveos.image.isofs import EntryKind, IsoReader
+from liveos.layout import (
+    CONSOLE_PATH,
+    EFI_BOOT_DIR,
+    EFIBOOT_PATH,
+    FULL_OS_INITRD,
+    INIT_CANDIDATES,
+    SQUASHFS_PATH,
+    STATE_PATH,
+)
+from liveos.pe import pe_arch
+from liveos.rootfs import RootFs, kernel_version_of
+from liveos.settings import Arch, InitramfsMode
+from liveos.state import MediaState
 
 log = logging.getLogger("liveos")
 
@@ -48,25 +58,51 @@ GENERATED = frozenset({EFIBOOT_PATH, FULL_OS_INITRD, EFI_BOOT_DIR / "grub.cfg"})
 
 
 class LiveIsoImage(SourceImage):
-    """A re-opened liveos ISO: a :class:`SourceImage` whose tree came from the media."""
+    """A re-opened liveos ISO: the OS tree and boot files of the media, and what built them."""
 
     def __init__(self, *, path: Path, root: Path, scratch: Path, state: MediaState) -> None:
-        size = path.stat().st_size
-        super().__init__(
-            path=path,
-            format=DiskFormat.ISO,
-            raw=RawView(path.resolve(), size, converted=False),
-            table=PartitionTable(TableKind.GPT, "", 2048, ()),
-            filesystems=(),
-            mounts=(),
-            esp=None,
-            root=root,
-            scratch=scratch,
-        )
-        self.state = state  #: what the build that wrote this ISO applied
+        super().__init__(path=path, format=DiskFormat.ISO, root=root, scratch=scratch)
+        self._state = state
 
     def __repr__(self) -> str:
-        return f"LiveIsoImage({str(self.path)!r}, mode={self.state.mode}, root={str(self.root)!r})"
+        return f"LiveIsoImage({str(self.path)!r}, mode={self._state.mode}, root={str(self.root)!r})"
+
+    @property
+    def state(self) -> MediaState:
+        """What the build that wrote this ISO applied."""
+        return self._state
+
+    @property
+    def arch(self) -> Arch:
+        """The architecture of the media's shim (``/boot/efi/EFI/BOOT/boot<arch>.efi``)."""
+        for arch in Arch:
+            found = pe_arch(self.rootfs.path(ESP_DIR / EFI_BOOT_DIR.relative_to("/") / arch.shim_name))
+            if found is not None:
+                return found
+        raise ImageError(f"{self.path} carries no shim in {EFI_BOOT_DIR}", path=self.path)
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, path: Path, *, workdir: Path | None = None) -> Iterator[LiveIsoImage]:
+        """Open the liveos ISO ``path`` read-only as a writable OS tree (see the module docstring)."""
+        with signals_as_exceptions(), contextlib.ExitStack() as stack:
+            reader = stack.enter_context(_open_reader(path))
+            state = read_media_state(reader)
+            require_root(f"opening {path}")
+            scratch = stack.enter_context(image_scratch(workdir))
+            boot_layer = scratch / "boot"
+            extract_boot_files(reader, boot_layer, state)
+            os_layer = scratch / "os"
+            os_layer.mkdir()
+            if state.mode is InitramfsMode.BOOTSTRAP:
+                stack.enter_context(_mount_squashfs(reader, scratch, os_layer))
+            else:
+                _extract_full_os(reader, os_layer)
+            root = scratch / "root"
+            root.mkdir()
+            stack.enter_context(overlay([boot_layer, os_layer], scratch / "upper", scratch / "work", root))
+            log.info("re-opened %s media %s (label %s)", state.mode, path, state.label)
+            yield cls(path=path, root=root, scratch=scratch, state=state)
 
 
 def read_media_state(reader: IsoReader) -> MediaState:
@@ -94,29 +130,6 @@ def _open_reader(path: Path) -> IsoReader:
         if "Rock Ridge" in exc.message:  # liveos always writes Rock Ridge (the real names)
             raise _not_ours(path, "without Rock Ridge names") from None
         raise
-
-
-@contextlib.contextmanager
-def open_live_iso(path: Path, *, workdir: Path | None = None) -> Iterator[LiveIsoImage]:
-    """Open the liveos ISO ``path`` read-only as a writable OS tree (see the module docstring)."""
-    with signals_as_exceptions(), contextlib.ExitStack() as stack:
-        reader = stack.enter_context(_open_reader(path))
-        state = read_media_state(reader)
-        require_root(f"opening {path}")
-        scratch = stack.enter_context(image_scratch(workdir))
-        boot_layer = scratch / "boot"
-        extract_boot_files(reader, boot_layer, state)
-        os_layer = scratch / "os"
-        os_layer.mkdir()
-        if state.mode is InitramfsMode.BOOTSTRAP:
-            stack.enter_context(_mount_squashfs(reader, scratch, os_layer))
-        else:
-            _extract_full_os(reader, os_layer)
-        root = scratch / "root"
-        root.mkdir()
-        stack.enter_context(overlay([boot_layer, os_layer], scratch / "upper", scratch / "work", root))
-        log.info("re-opened %s media %s (label %s)", state.mode, path, state.label)
-        yield LiveIsoImage(path=path, root=root, scratch=scratch, state=state)
 
 
 # -- the boot layer ----------------------------------------------------------------------------
@@ -251,13 +264,13 @@ def _extract_full_os(reader: IsoReader, dest: Path) -> None:
             hint="the ISO is damaged or was edited; rebuild it from the original disk image",
         ) from None
     with io.BufferedReader(_ExtentReader(reader.path, runs), 1 << 20) as stream:
-        stats = cpio_reader.extract(stream, dest)
+        stats = extract(stream, dest)
     log.info("full-os tree: %d entries, %.0f MB", stats.entries, stats.data_bytes / 1e6)
     # /dev/console and the /init link exist only so the kernel can boot the CPIO; a full-os
     # rebuild adds them again, a bootstrap one must not ship them.
     init = dest / "init"
     if init.is_symlink() and os.readlink(init) in INIT_CANDIDATES:
         init.unlink()
-    console = dest / "dev" / "console"
+    console = dest / CONSOLE_PATH.relative_to("/")
     if console.is_char_device():
         console.unlink()

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from liveos.errors import ImageError
-from liveos.image.mounts import chroot_mounts
+from liveos.host.chroot import chroot_mounts
 from liveos.rootfs import RootFs
 from liveos.run import run
 
 log = logging.getLogger("liveos")
 
+#: Where dracut keeps its modules (``NNname`` directories), merged-/usr first.
+DRACUT_MODULE_DIRS = ("/usr/lib/dracut/modules.d", "/lib/dracut/modules.d")
 #: Modules a live initrd needs: find the media (dmsquash-live) or download it (livenet).
 LIVE_MODULES = ("dmsquash-live", "livenet")
 
@@ -48,7 +50,7 @@ class DracutInfo:
     @classmethod
     def probe(cls, rootfs: RootFs) -> DracutInfo:
         """Find dracut in the image; :class:`ImageError` if it is not installed."""
-        for candidate in ("/usr/lib/dracut/modules.d", "/lib/dracut/modules.d"):
+        for candidate in DRACUT_MODULE_DIRS:
             modules_dir = rootfs.path(candidate)
             if modules_dir.is_dir():
                 break
@@ -88,13 +90,15 @@ def _dracut_version(rootfs: RootFs) -> str | None:
     return None
 
 
-def build_bootstrap_initrd(rootfs: RootFs, kernel_version: str, out: Path) -> Path:
+def build_bootstrap_initrd(
+    rootfs: RootFs, kernel_version: str, out: Path, *, info: DracutInfo | None = None
+) -> Path:
     """Run dracut in a chroot of ``rootfs`` for ``kernel_version`` and move the initrd to ``out``.
 
     A dracut failure raises :class:`~liveos.errors.CommandError`; an initrd without the live
     modules raises :class:`ImageError` -- never a silently broken initrd.
     """
-    info = DracutInfo.probe(rootfs)
+    info = info or DracutInfo.probe(rootfs)
     missing = [m for m in LIVE_MODULES if m not in info.modules]
     if missing:
         raise ImageError(

@@ -10,29 +10,15 @@ exist). ``/boot`` stays an empty directory: kernels travel on the media, not in 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from liveos.cpio import CpioEntry, CpioStats, write_newc
 from liveos.errors import ImageError
-from liveos.initramfs.cpio import CpioEntry, CpioStats, write_newc
+from liveos.layout import CONSOLE_PATH, FULL_OS_EXCLUDED, INIT_CANDIDATES
 from liveos.rootfs import RootFs
 from liveos.settings import Compression
 
 log = logging.getLogger("liveos")
-
-#: Where PID 1 may live, in order of preference (merged-/usr first).
-INIT_CANDIDATES = ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init")
-#: Tree paths (fnmatch globs, relative) that never go into a full-os initrd.
-EXCLUDED = ("boot/*", "etc/fstab")
-
-
-@dataclass(frozen=True)
-class FullOsInitrd:
-    """A written full-os initrd and what went into it."""
-
-    path: Path
-    init: str  #: what ``/init`` is (the image's own, or the symlink target liveos added)
-    stats: CpioStats
 
 
 def init_target(rootfs: RootFs) -> str | None:
@@ -49,20 +35,16 @@ def init_target(rootfs: RootFs) -> str | None:
     )
 
 
-def build_full_os_initrd(
-    rootfs: RootFs,
-    out: Path,
-    *,
-    compression: Compression = Compression.ZSTD,
-    level: int | None = None,
-) -> FullOsInitrd:
+def build_full_os_initrd(rootfs: RootFs, out: Path, *, compression: Compression, level: int) -> CpioStats:
     """Stream ``rootfs`` (minus /boot and /etc/fstab) into the compressed CPIO ``out``."""
     target = init_target(rootfs)
-    extra = [CpioEntry.char_device("dev/console", 5, 1)]
+    extra = [CpioEntry.char_device(str(CONSOLE_PATH.relative_to("/")), 5, 1)]
     if target is not None:
         extra.append(CpioEntry.symlink("init", target))
         log.info("full-os initrd: /init -> %s", target)
-    stats = write_newc(rootfs.root, out, compression=compression, level=level, exclude=EXCLUDED, extra=extra)
+    stats = write_newc(
+        rootfs.root, out, compression=compression, level=level, exclude=FULL_OS_EXCLUDED, extra=extra
+    )
     log.info(
         "full-os initrd %s: %d entries, %.0f MB in, %.0f MB out",
         out,
@@ -70,4 +52,4 @@ def build_full_os_initrd(
         stats.bytes_in / 1e6,
         stats.bytes_out / 1e6,
     )
-    return FullOsInitrd(out, target or str(PurePosixPath("/init")), stats)
+    return stats

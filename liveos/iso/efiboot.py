@@ -15,7 +15,7 @@ derived from the epoch, and mtools stamps files/directories with the epoch inste
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -114,7 +114,7 @@ def _write_fat(out: Path, files: Mapping[str, Path | bytes]) -> int:
             sizes.append(source.stat().st_size)
         else:
             sizes.append(len(source))
-    dirs = sorted({str(p) for name in files for p in PurePosixPath(name).parents if str(p) != "."})
+    dirs = _directories(files)
     size = image_size(sizes + [0] * len(dirs))
     if size > MAX_IMAGE_BYTES:
         raise UsageError(
@@ -130,6 +130,16 @@ def _write_fat(out: Path, files: Mapping[str, Path | bytes]) -> int:
         for name, source in files.items():
             _copy_in(tmp, name, source, env)
     return size
+
+
+def _directories(names: Iterable[str]) -> list[str]:
+    """Every directory the relative paths ``names`` need, parents first."""
+    return sorted({str(p) for name in names for p in PurePosixPath(name).parents if str(p) != "."})
+
+
+def planned_size(files: Mapping[str, int]) -> int:
+    """The exact size :func:`build_efiboot` will give an image holding files of these sizes."""
+    return image_size([*files.values()] + [0] * len(_directories(files)))
 
 
 def _mkfs_argv(image: Path, size: int) -> list[str]:

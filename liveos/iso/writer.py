@@ -45,13 +45,10 @@ from liveos.atomic import atomic_output
 from liveos.errors import HostError, ImageError, InternalError, UsageError
 from liveos.iso.hybrid import Extent, PartitionScheme, make_hybrid
 from liveos.reproducible import source_date_epoch
-from liveos.settings import Arch
+from liveos.settings import Arch, validate_label
 
 log = logging.getLogger("liveos.iso")
 
-#: Joliet's volume identifier is 32 bytes of UCS-2: 16 characters.
-MAX_LABEL = 16
-_LABEL_RE = re.compile(r"[A-Z0-9_]{1,16}")
 _BLOCK = 2048
 _WRITE_BLOCKSIZE = 1024 * 1024
 _ISO_FILE_MAX = 30  # Ecma-119 7.5.2: name + extension of a file identifier
@@ -91,16 +88,6 @@ class WrittenIso:
     label: str
     efi_image_offset: int | None
     efi_image_size: int | None
-
-
-def validate_label(label: str) -> str:
-    """Return ``label`` if it is a valid volume label, else raise :class:`UsageError`."""
-    if not _LABEL_RE.fullmatch(label):
-        raise UsageError(
-            f"invalid ISO volume label {label!r}: use 1-{MAX_LABEL} characters A-Z, 0-9 and _",
-            hint="e.g. LIVEOS; the same label goes to grub 'search --label' and 'root=live:CDLABEL='",
-        )
-    return label
 
 
 class IsoWriter:

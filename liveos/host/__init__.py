@@ -1,0 +1,1 @@
+"""Host operations, all the privileged ones: loop devices, mounts, overlays, chroots, signals."""

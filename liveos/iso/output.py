@@ -1,0 +1,156 @@
+"""The ISO output: a build plan becomes one hybrid ISO file that boots from a CD and from USB.
+
+:func:`plan_iso` adds to the shared media plan what only an ISO holds: the removable-media boot
+chain in ``EFI/BOOT`` (shim, grub, MokManager, a redirector grub.cfg), ``/.disk/info``, a
+redirector at ``/boot/grub/grub.cfg`` when the main config lives elsewhere, and the El Torito
+FAT image holding ``EFI/BOOT``. :func:`write_iso_file` runs the ISO's own steps, :func:`build_iso`
+a whole build into an output file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path, PurePosixPath
+
+from liveos.atomic import check_output_file, scratch_dir
+from liveos.bootfiles import BootFiles
+from liveos.image.base import SourceImage
+from liveos.iso.efiboot import build_efiboot, planned_size
+from liveos.iso.writer import IsoWriter, WrittenIso
+from liveos.layout import DISK_INFO_PATH, EFI_BOOT_DIR, EFIBOOT_PATH
+from liveos.media.grubedit import grub_redirector
+from liveos.media.plan import MediaPlan, plan_media
+from liveos.media.stage import Products, build_os_products, check_tools, content, resolve
+from liveos.plan import BuildPlan, Origin, PlannedFile, PlannedStep, StepKind
+from liveos.result import BuildResult, StepClock, file_sha256
+from liveos.rootfs import RootFs
+from liveos.settings import LiveSettings, OutputKind
+
+log = logging.getLogger("liveos")
+
+EFIBOOT_PRODUCT = "efiboot.img"
+ISO_PRODUCT = "iso"
+#: ISO 9660 + Rock Ridge + Joliet metadata and alignment, for the size estimate of a whole ISO.
+ISO_OVERHEAD = 2 * 1024 * 1024
+
+
+def plan_iso(image: SourceImage, settings: LiveSettings, label: str) -> BuildPlan:
+    """The plan of a live ISO of ``image`` (nothing is built)."""
+    media = plan_media(image, settings, label=label, network=None)
+    files = [*media.files, *_boot_chain(media.boot, image.root, label)]
+    efi = {str(f.path.relative_to("/")): f.size or 0 for f in files if f.path.parent == EFI_BOOT_DIR}
+    files.append(PlannedFile(EFIBOOT_PATH, Origin.BUILT, EFIBOOT_PRODUCT, planned_size(efi)))
+    steps = (
+        *media.steps,
+        PlannedStep(StepKind.EFIBOOT, EFIBOOT_PRODUCT, f"FAT image with {', '.join(sorted(efi))}"),
+        PlannedStep(StepKind.ISO, ISO_PRODUCT, _iso_detail(settings)),
+    )
+    return _build_plan(image, settings, label, media, tuple(files), steps)
+
+
+def _build_plan(
+    image: SourceImage,
+    settings: LiveSettings,
+    label: str,
+    media: MediaPlan,
+    files: tuple[PlannedFile, ...],
+    steps: tuple[PlannedStep, ...],
+) -> BuildPlan:
+    return BuildPlan(
+        output=OutputKind.ISO,
+        mode=settings.mode,
+        label=label,
+        arch=media.boot.arch,
+        source=image.path,
+        settings=settings,
+        entries=media.entries,
+        files=files,
+        steps=steps,
+        grub_cfg=media.boot.grub_cfg,
+        warnings=media.warnings,
+    )
+
+
+def _iso_detail(settings: LiveSettings) -> str:
+    usb = "hybrid GPT for USB" if settings.hybrid else "CD only"
+    return f"pycdlib: ISO 9660 level 3 + Rock Ridge + Joliet, El Torito EFI, {usb}"
+
+
+def host_file(media_path: PurePosixPath, host: Path, root: Path) -> PlannedFile:
+    """An image file already resolved to a confined host path (the boot chain)."""
+    return PlannedFile(
+        media_path, Origin.IMAGE, "/" + host.relative_to(root).as_posix(), host.stat().st_size, host=host
+    )
+
+
+def _boot_chain(boot: BootFiles, root: Path, label: str) -> list[PlannedFile]:
+    """shim + grub (+ MokManager) in EFI/BOOT, and the redirector configs grub may read first."""
+    arch = boot.arch
+    files = [
+        host_file(EFI_BOOT_DIR / arch.shim_name, boot.shim, root),
+        host_file(EFI_BOOT_DIR / arch.grub_name, boot.grub, root),
+    ]
+    if boot.mokmanager is not None:
+        files.append(host_file(EFI_BOOT_DIR / f"mm{arch.value}.efi", boot.mokmanager, root))
+    redirector = grub_redirector(label, boot.grub_dir)
+    generated = {EFI_BOOT_DIR / "grub.cfg": redirector, DISK_INFO_PATH: f"liveos {label}\n".encode()}
+    if boot.grub_dir != PurePosixPath("/boot/grub"):
+        generated[PurePosixPath("/boot/grub/grub.cfg")] = redirector
+    for path, data in generated.items():
+        what = "disk info for Debian's grub" if path == DISK_INFO_PATH else "grub.cfg redirector"
+        files.append(PlannedFile(path, Origin.GENERATED, what, len(data), data=data))
+    return files
+
+
+def estimated_iso_size(plan: BuildPlan) -> int:
+    """Roughly the bytes of the ISO ``plan`` describes."""
+    return plan.size + ISO_OVERHEAD
+
+
+def write_iso_file(
+    plan: BuildPlan, products: Products, scratch: Path, out: Path, clock: StepClock
+) -> WrittenIso:
+    """Run the ISO's own steps (El Torito image, ISO) of ``plan``; the OS products exist already."""
+    efi_files = {
+        str(f.path.relative_to("/")): content(f, products)
+        for f in plan.files
+        if f.path.parent == EFI_BOOT_DIR
+    }
+    with clock.step(StepKind.EFIBOOT, EFIBOOT_PRODUCT) as record:
+        efiboot = build_efiboot(efi_files, scratch / EFIBOOT_PRODUCT, arch=plan.arch)
+        record.size, record.tool = efiboot.stat().st_size, "mkfs.vfat + mtools"
+    products = {**products, EFIBOOT_PRODUCT: efiboot}
+    with clock.step(StepKind.ISO, ISO_PRODUCT) as record:
+        writer = IsoWriter(plan.label, arch=plan.arch)
+        for media_path, source in resolve(plan.files, products):
+            if isinstance(source, bytes):
+                writer.add_bytes(str(media_path), source)
+            else:
+                writer.add_file(str(media_path), source)
+        writer.set_efi_boot(str(EFIBOOT_PATH))
+        written = writer.write(out, hybrid=plan.settings.hybrid)
+        record.size, record.tool = written.size, "pycdlib"
+    return written
+
+
+def build_iso(plan: BuildPlan, rootfs: RootFs, out: Path) -> BuildResult:
+    """Execute an ISO plan: the OS steps, the El Torito image, the ISO at ``out`` (atomically)."""
+    out = check_output_file(out)
+    check_tools(plan)
+    clock = StepClock()
+    with scratch_dir(out.parent, "liveos-media-") as scratch:
+        products = build_os_products(plan, rootfs, scratch, clock)
+        written = write_iso_file(plan, products, scratch, out, clock)
+    log.info("live ISO written: %s (label %s)", out, plan.label)
+    return BuildResult(
+        output=out,
+        kind=OutputKind.ISO,
+        archive=False,
+        size=written.size,
+        sha256=file_sha256(out),
+        label=plan.label,
+        mode=plan.mode,
+        entries=plan.entries,
+        steps=tuple(clock.steps),
+        plan=plan,
+    )

@@ -1,0 +1,254 @@
+"""Planning the media from the customised image: the part every output shares.
+
+:func:`plan_media` decides, without running dracut, mksquashfs or a compressor: the edited
+grub.cfg and its boot entries, the state file, the grub directory, the kernels, which initrds
+and which root image will be built (and roughly how big they will be). The outputs add their
+own files on top (:mod:`liveos.iso.output`: the EFI boot chain; :mod:`liveos.pxe.output`: the
+network grub and the ISO livenet downloads).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from liveos.bootfiles import BootFiles, find_boot_files
+from liveos.errors import ImageError, UsageError
+from liveos.grub import GrubConfig
+from liveos.image.base import SourceImage
+from liveos.initramfs.dracut import DracutInfo
+from liveos.initramfs.liveargs import check_args
+from liveos.layout import FULL_OS_EXCLUDED, FULL_OS_INITRD, ROOT_IMAGE_EXCLUDED, SQUASHFS_PATH, STATE_PATH
+from liveos.media.grubedit import GrubEdit, NetworkRoot, edit_grub_config, render_bls
+from liveos.media.rebuild import apply_edits, media_state
+from liveos.plan import BootEntry, Origin, PlannedFile, PlannedStep, StepKind
+from liveos.rootfs import RootFs, kernel_version_of
+from liveos.settings import Compression, InitramfsMode, LiveSettings, SELinux, SquashfsPreset
+
+log = logging.getLogger("liveos")
+
+#: Product ids of the build steps (what planned files refer to).
+ROOT_IMAGE_PRODUCT = "rootfs.img"
+FULL_OS_PRODUCT = "initrd.img"
+#: Typical output/input ratios, for size estimates only (the Debian fixture; real OS trees).
+SQUASHFS_RATIO = {SquashfsPreset.FAST: 0.45, SquashfsPreset.BALANCED: 0.40, SquashfsPreset.SMALL: 0.33}
+CPIO_RATIO = {Compression.ZSTD: 0.42, Compression.GZIP: 0.45, Compression.XZ: 0.33, Compression.NONE: 1.0}
+#: A no-hostonly live initrd when the image has no initrd of its own to compare with.
+DRACUT_INITRD_ESTIMATE = 60 * 1024 * 1024
+
+
+def initrd_product(kernel_version: str) -> str:
+    """The product id of the bootstrap initrd of one kernel."""
+    return f"initrd-{kernel_version}"
+
+
+@dataclass(frozen=True)
+class MediaPlan:
+    """The OS-derived files of the media and the steps that build them."""
+
+    boot: BootFiles
+    files: tuple[PlannedFile, ...]
+    entries: tuple[BootEntry, ...]
+    steps: tuple[PlannedStep, ...]
+    warnings: tuple[str, ...]
+
+
+def plan_media(
+    image: SourceImage, settings: LiveSettings, *, label: str, network: NetworkRoot | None
+) -> MediaPlan:
+    """The files of ``image`` on live media built with ``settings`` (see the module docstring).
+
+    ``network`` is None for an ISO; for PXE it says where a bootstrap root is downloaded from
+    (the root image then lives in that ISO, not in the TFTP tree).
+    """
+    rootfs = image.rootfs
+    boot = find_boot_files(rootfs)
+    warnings: list[str] = []
+    disable_selinux = _selinux_off(settings, rootfs.selinux_mode(), warnings)
+    bootstrap = settings.mode is InitramfsMode.BOOTSTRAP
+    dracut = DracutInfo.probe(rootfs) if bootstrap else None
+    if dracut is not None:
+        warnings += check_args(settings.kernel_args, dracut.version)
+    edit = GrubEdit(
+        mode=settings.mode,
+        label=label,
+        boot_separate=image.boot_separate,
+        dracut_version=dracut.version if dracut else None,
+        user_args=settings.kernel_args,
+        disable_selinux=disable_selinux,
+        network=network,
+    )
+    text = render_bls(rootfs.read_text(boot.grub_cfg), rootfs, boot.grub_dir, path=boot.grub_cfg)
+    applied = apply_edits(text, lambda t: edit_grub_config(t, edit, path=boot.grub_cfg), image.state)
+    config = applied.config
+    state = media_state(
+        mode=settings.mode,
+        label=label,
+        added=applied.added,
+        user_args=settings.kernel_args,
+        source=image.path,
+        previous=image.state,
+    )
+    files = [
+        _generated(STATE_PATH, state.render().encode(), "liveos state"),
+        _generated(boot.grub_cfg, config.render().encode(), "the image's grub.cfg, edited"),
+        *_grub_dir_files(rootfs, boot),
+        *_kernels(rootfs, config),
+    ]
+    steps: list[PlannedStep] = []
+    if bootstrap:
+        assert dracut is not None
+        files += _bootstrap_initrds(rootfs, config, dracut, steps)
+        if network is None:
+            files.append(_root_image(rootfs, settings.squashfs, steps))
+    else:
+        files.append(_full_os_initrd(rootfs, settings, steps))
+    entries = tuple(
+        BootEntry(
+            " > ".join(line.menu) or "(top level)", line.kernel, line.initrds, tuple(line.args.texts())
+        )
+        for line in config.kernel_lines()
+    )
+    return MediaPlan(boot, tuple(files), entries, tuple(steps), tuple(warnings))
+
+
+def _selinux_off(settings: LiveSettings, image_mode: str, warnings: list[str]) -> bool:
+    """Whether the media must boot with selinux=0 (a CPIO cannot carry SELinux labels)."""
+    policy = settings.selinux
+    if policy is SELinux.DISABLE:
+        return True
+    if policy is SELinux.REQUIRE and image_mode == "disabled":
+        raise UsageError(
+            "SELinux is required on the media but disabled in the image (/etc/selinux/config)",
+            hint="enable SELinux in the image, or use --selinux keep",
+        )
+    if settings.mode is InitramfsMode.FULL_OS and image_mode != "disabled":
+        if policy is SELinux.REQUIRE:
+            raise UsageError(
+                "SELinux cannot be enabled with a full-os initramfs: CPIO archives carry no xattrs",
+                hint="use bootstrap mode, or let liveos boot the media with selinux=0 (--selinux keep)",
+            )
+        warnings.append(f"the image's SELinux mode is {image_mode}; full-os media boot with selinux=0")
+        log.warning("%s", warnings[-1])
+        return True
+    return False
+
+
+def _generated(path: PurePosixPath, data: bytes, what: str) -> PlannedFile:
+    return PlannedFile(PurePosixPath(path), Origin.GENERATED, what, len(data), data=data)
+
+
+def image_file(
+    rootfs: RootFs, image_path: PurePosixPath, media_path: PurePosixPath | None = None
+) -> PlannedFile:
+    """A file of the image placed on the media (at ``media_path``, default: the same path)."""
+    host = rootfs.path(image_path)
+    if not host.is_file():
+        raise ImageError(f"{image_path} is not a regular file in the image", path=host)
+    st = host.stat()
+    return PlannedFile(
+        media_path or image_path, Origin.IMAGE, str(image_path), st.st_size, mode=0o644, host=host
+    )
+
+
+def _grub_dir_files(rootfs: RootFs, boot: BootFiles) -> list[PlannedFile]:
+    """The grub dir's other files (grubenv, fonts, themes): the config may load them."""
+    grub_dir = rootfs.path(boot.grub_dir)
+    found = []
+    for host in sorted(grub_dir.rglob("*")):
+        if host.is_file() and not host.is_symlink() and host.name != "grub.cfg":
+            found.append(image_file(rootfs, boot.grub_dir / host.relative_to(grub_dir).as_posix()))
+    return found
+
+
+def media_path(text: str, what: str, config: GrubConfig) -> PurePosixPath:
+    """A path grub.cfg names, as a path on the media: absolute, no ``..`` (the media root is the
+    top; a config climbing above it is broken or hostile)."""
+    path = PurePosixPath("/", text)
+    if ".." in path.parts:
+        raise ImageError(
+            f"grub.cfg names the {what} {text}, which escapes the media root",
+            path=config.path,
+            hint="kernel and initrd paths must stay inside /boot of the image",
+        )
+    return path
+
+
+def _kernels(rootfs: RootFs, config: GrubConfig) -> list[PlannedFile]:
+    kernels = [media_path(p, "kernel", config) for p in config.kernel_paths()]
+    if not kernels:
+        raise ImageError("the grub config boots no kernel (no 'linux' command)", path=config.path)
+    out = []
+    for kernel in kernels:
+        if not rootfs.is_file(kernel):
+            raise ImageError(f"grub.cfg names {kernel}, which is not a file in the image", path=config.path)
+        out.append(image_file(rootfs, kernel))
+    return out
+
+
+def _bootstrap_initrds(
+    rootfs: RootFs, config: GrubConfig, dracut: DracutInfo, steps: list[PlannedStep]
+) -> list[PlannedFile]:
+    """One dracut initrd per kernel, placed at every initrd path grub.cfg loads for it."""
+    kernels = {k.version: k for k in rootfs.kernels()}
+    versions = list(kernels)
+    files = []
+    for text in config.initrd_paths():
+        initrd = media_path(text, "initrd", config)
+        version = kernel_version_of(initrd.name, versions)
+        if version is None:
+            raise ImageError(
+                f"cannot tell which kernel the initrd {initrd} belongs to (kernels: {versions})"
+            )
+        product = initrd_product(version)
+        if not any(s.product == product for s in steps):
+            steps.append(
+                PlannedStep(
+                    StepKind.DRACUT, product, f"kernel {version}, dracut {dracut.version or '?'}", version
+                )
+            )
+        own = kernels[version].initrd
+        estimate = rootfs.path(own).stat().st_size if own is not None else DRACUT_INITRD_ESTIMATE
+        files.append(PlannedFile(initrd, Origin.BUILT, product, estimate, estimated=True))
+    return files
+
+
+def _root_image(rootfs: RootFs, preset: SquashfsPreset, steps: list[PlannedStep]) -> PlannedFile:
+    steps.append(PlannedStep(StepKind.SQUASHFS, ROOT_IMAGE_PRODUCT, f"mksquashfs, preset {preset}"))
+    estimate = int(tree_bytes(rootfs.root, ROOT_IMAGE_EXCLUDED) * SQUASHFS_RATIO[preset])
+    return PlannedFile(SQUASHFS_PATH, Origin.BUILT, ROOT_IMAGE_PRODUCT, estimate, estimated=True)
+
+
+def _full_os_initrd(rootfs: RootFs, settings: LiveSettings, steps: list[PlannedStep]) -> PlannedFile:
+    level = f" level {settings.level}" if settings.compression is not Compression.NONE else ""
+    steps.append(PlannedStep(StepKind.CPIO, FULL_OS_PRODUCT, f"newc CPIO, {settings.compression}{level}"))
+    estimate = int(tree_bytes(rootfs.root, FULL_OS_EXCLUDED) * CPIO_RATIO[settings.compression])
+    return PlannedFile(FULL_OS_INITRD, Origin.BUILT, FULL_OS_PRODUCT, estimate, estimated=True)
+
+
+def tree_bytes(root: Path, exclude: Sequence[str]) -> int:
+    """Bytes of the regular files below ``root``, minus the excluded relative globs (no links
+    followed): the input of the root image or the full-os CPIO."""
+    total = 0
+    stack = [(root, "")]
+    while stack:
+        directory, rel = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            child = f"{rel}{entry.name}"
+            if any(fnmatch.fnmatchcase(child, pattern) for pattern in exclude):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((Path(entry.path), child + "/"))
+            elif stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total

@@ -1,0 +1,192 @@
+"""BuildPlan: what a build will do and what the media will hold, decided before any heavy work.
+
+A plan is plain data: every boot entry with its final kernel command line, every file on the
+media (where it comes from, its size or an estimate) and the steps that will run. Making one
+runs no dracut, no mksquashfs and no compressor (:meth:`liveos.LiveOS.plan`); building executes
+it, so what the plan says is what the media hold. :meth:`BuildPlan.to_dict` is JSON-serialisable
+and stable (sorted paths, no host paths).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from liveos.errors import InternalError
+from liveos.settings import Arch, InitramfsMode, LiveSettings, OutputKind
+
+
+class Origin(enum.StrEnum):
+    """Where a file of the media comes from."""
+
+    IMAGE = "image"  #: a file of the (customised) image, copied as it is
+    GENERATED = "generated"  #: a small file liveos writes (grub.cfg, state.json, redirectors)
+    BUILT = "built"  #: a build product (an initrd, the root image, the El Torito image, an ISO)
+    USER = "user"  #: a file the caller added to the media
+
+
+class StepKind(enum.StrEnum):
+    """The steps a build runs, in the order they run."""
+
+    DRACUT = "dracut"  #: a bootstrap initrd, by the image's dracut (one per kernel)
+    SQUASHFS = "squashfs"  #: the bootstrap root image
+    CPIO = "cpio"  #: the full-os initrd
+    EFIBOOT = "efiboot"  #: the El Torito FAT image
+    ISO = "iso"  #: an ISO file (the output, or the one a bootstrap PXE bundle serves)
+    PXE = "pxe"  #: the TFTP tree (folder or .tar.gz)
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step: what it builds (``product``, the id files refer to) and how."""
+
+    kind: StepKind
+    product: str  #: ``initrd-<kernel>``, ``rootfs.img``, ``initrd.img``, ``efiboot.img``, ``live.iso``...
+    detail: str  #: human-readable: the kernel, the compressor and level, the tool
+    kernel: str | None = None  #: the kernel version a dracut step builds for
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable view."""
+        return {
+            "kind": self.kind.value,
+            "product": self.product,
+            "detail": self.detail,
+            "kernel": self.kernel,
+        }
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file of the media."""
+
+    path: PurePosixPath  #: where it will be, rooted at the media (or TFTP) root: ``/boot/vmlinuz-6.1``
+    origin: Origin
+    source: str  #: IMAGE: the image path; BUILT: the product id; GENERATED/USER: what it is
+    size: int | None  #: bytes, or an estimate (``estimated``); None: unknown
+    estimated: bool = False
+    mode: int = 0o644
+    host: Path | None = field(default=None, compare=False, repr=False)  #: IMAGE/USER: where to read it
+    data: bytes | None = field(default=None, compare=False, repr=False)  #: GENERATED: the content
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable view (no host paths: a plan describes the media, not this machine)."""
+        return {
+            "path": str(self.path),
+            "origin": self.origin.value,
+            "source": self.source,
+            "size": self.size,
+            "estimated": self.estimated,
+            "mode": f"{self.mode:04o}",
+        }
+
+
+@dataclass(frozen=True)
+class BootEntry:
+    """A boot menu entry as it will be on the media."""
+
+    title: str  #: the menu path, submenus joined with ``>``
+    kernel: str  #: media path of the kernel
+    initrds: tuple[str, ...]
+    cmdline: tuple[str, ...]  #: the kernel arguments, one per item (``$var`` kept as written)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable view."""
+        return {
+            "title": self.title,
+            "kernel": self.kernel,
+            "initrds": list(self.initrds),
+            "cmdline": list(self.cmdline),
+        }
+
+    @property
+    def cmdline_text(self) -> str:
+        """The command line as one string (what ``/proc/cmdline`` would show, give or take quotes)."""
+        return " ".join(self.cmdline)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything a build will do. Make one with :meth:`liveos.LiveOS.plan`."""
+
+    output: OutputKind
+    mode: InitramfsMode
+    label: str
+    arch: Arch
+    source: Path  #: the input image
+    settings: LiveSettings
+    entries: tuple[BootEntry, ...]
+    files: tuple[PlannedFile, ...]
+    steps: tuple[PlannedStep, ...]
+    grub_cfg: PurePosixPath  #: the main grub config on the media
+    bootstrap_url: str | None = None  #: PXE bootstrap: the URL livenet downloads the ISO from
+    iso: BuildPlan | None = None  #: PXE bootstrap: the plan of that ISO
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        paths = [f.path for f in self.files]
+        bad = [str(p) for p in paths if not p.is_absolute() or ".." in p.parts or p == PurePosixPath("/")]
+        if bad:
+            raise InternalError(f"a build plan has media paths outside the media root: {bad}")
+        if len(set(paths)) != len(paths):
+            raise InternalError(f"a build plan lists a media path twice: {sorted(map(str, paths))}")
+
+    def file(self, path: str | PurePosixPath) -> PlannedFile:
+        """The planned file at ``path`` (KeyError if the media will not hold it)."""
+        wanted = PurePosixPath("/", path)
+        for planned in self.files:
+            if planned.path == wanted:
+                return planned
+        raise KeyError(str(wanted))
+
+    def step(self, product: str) -> PlannedStep:
+        """The step that builds ``product`` (KeyError if none)."""
+        for planned in self.steps:
+            if planned.product == product:
+                return planned
+        raise KeyError(product)
+
+    @property
+    def size(self) -> int:
+        """Bytes of all files on the media (estimates included)."""
+        return sum(f.size or 0 for f in self.files)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-serialisable, stable view of the plan."""
+        return {
+            "output": self.output.value,
+            "mode": self.mode.value,
+            "label": self.label,
+            "arch": self.arch.value,
+            "source": str(self.source),
+            "settings": self.settings.to_dict(),
+            "grub_cfg": str(self.grub_cfg),
+            "bootstrap_url": self.bootstrap_url,
+            "entries": [e.to_dict() for e in self.entries],
+            "files": [f.to_dict() for f in sorted(self.files, key=lambda f: f.path.parts)],
+            "steps": [s.to_dict() for s in self.steps],
+            "size": self.size,
+            "iso": self.iso.to_dict() if self.iso is not None else None,
+            "warnings": list(self.warnings),
+        }
+
+    def describe(self) -> str:
+        """A readable summary (what ``liveos plan`` prints)."""
+        lines = [
+            f"{self.output} ({self.mode}), label {self.label}, {self.arch}, from {self.source}",
+            "boot entries:",
+        ]
+        for entry in self.entries:
+            lines.append(f"  {entry.title}: {entry.kernel} {entry.cmdline_text}")
+        lines.append("steps:")
+        lines += [f"  {s.kind}: {s.product} ({s.detail})" for s in self.steps]
+        lines.append(f"files ({len(self.files)}, {_mb(self.size)}):")
+        for f in sorted(self.files, key=lambda f: f.path.parts):
+            size = "?" if f.size is None else ("~" if f.estimated else "") + _mb(f.size)
+            lines.append(f"  {f.path}  {size}  <- {f.origin}:{f.source}")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size} B"

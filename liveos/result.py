@@ -1,0 +1,172 @@
+"""BuildResult: what a build wrote, measured -- the output, its digest, and each step of *this* build.
+
+Timings are recorded by a :class:`StepClock` made for one build, so fluent clones of a
+``LiveOS`` and successive builds never share or accumulate them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from liveos.plan import BootEntry, BuildPlan, StepKind
+from liveos.settings import InitramfsMode, OutputKind
+
+log = logging.getLogger("liveos")
+
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass
+class StepRecord:
+    """Filled in by a running step: what it produced."""
+
+    size: int | None = None
+    compression: str | None = None
+    level: int | None = None
+    tool: str | None = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step of a build: how long it took and what it produced."""
+
+    kind: StepKind
+    product: str
+    seconds: float
+    size: int | None = None
+    compression: str | None = None  #: the compressor the product used (``zstd``...), if any
+    level: int | None = None  #: its level, when liveos chose it
+    tool: str | None = None  #: what made it (``dracut 059-4``, ``mksquashfs``, ``pycdlib``)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable view."""
+        return {
+            "kind": self.kind.value,
+            "product": self.product,
+            "seconds": round(self.seconds, 3),
+            "size": self.size,
+            "compression": self.compression,
+            "level": self.level,
+            "tool": self.tool,
+        }
+
+
+class StepClock:
+    """Times the steps of one build (``with clock.step(kind, product) as record: ...``)."""
+
+    def __init__(self) -> None:
+        self.steps: list[StepResult] = []
+
+    @contextlib.contextmanager
+    def step(self, kind: StepKind, product: str) -> Iterator[StepRecord]:
+        """Time one step; the caller fills the yielded record with what the step produced."""
+        record = StepRecord()
+        start = time.perf_counter()
+        log.info("step %s (%s) ...", kind, product)
+        yield record
+        seconds = time.perf_counter() - start
+        self.steps.append(
+            StepResult(kind, product, seconds, record.size, record.compression, record.level, record.tool)
+        )
+        log.info("step %s (%s): %.1f s", kind, product, seconds)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What :meth:`liveos.LiveOS.write_iso` / :meth:`~liveos.LiveOS.write_pxe` produced."""
+
+    output: Path  #: the ISO, the PXE folder or the PXE archive
+    kind: OutputKind
+    archive: bool  #: PXE: written as a .tar.gz
+    size: int  #: bytes of the output (a folder: the sum of its files)
+    sha256: str  #: of the file; of a folder: of its sorted manifest (path, size, sha256 per file)
+    label: str
+    mode: InitramfsMode
+    entries: tuple[BootEntry, ...]
+    steps: tuple[StepResult, ...]
+    plan: BuildPlan = field(repr=False)
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of all steps."""
+        return sum(s.seconds for s in self.steps)
+
+    def step(self, product: str) -> StepResult:
+        """The result of the step that built ``product`` (KeyError if none ran)."""
+        for result in self.steps:
+            if result.product == product:
+                return result
+        raise KeyError(product)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-serialisable view (what ``--json`` prints)."""
+        return {
+            "output": str(self.output),
+            "kind": self.kind.value,
+            "archive": self.archive,
+            "size": self.size,
+            "sha256": self.sha256,
+            "label": self.label,
+            "mode": self.mode.value,
+            "entries": [e.to_dict() for e in self.entries],
+            "steps": [s.to_dict() for s in self.steps],
+            "seconds": round(self.seconds, 3),
+        }
+
+    def describe(self) -> str:
+        """Readable summary (what the CLI prints)."""
+        lines = [
+            f"{self.kind} ({self.mode}): {self.output}",
+            f"  {self.size / 1e6:.1f} MB, sha256 {self.sha256}",
+        ]
+        lines.append(f"  label {self.label}")
+        for entry in self.entries:
+            lines.append(f"  entry {entry.title}: {entry.cmdline_text}")
+        for s in self.steps:
+            what = ", ".join(
+                x
+                for x in (
+                    s.tool,
+                    s.compression and (f"{s.compression}" + (f" -{s.level}" if s.level is not None else "")),
+                    s.size is not None and f"{s.size / 1e6:.1f} MB",
+                )
+                if x
+            )
+            lines.append(f"  step {s.kind} {s.product}: {s.seconds:.1f} s" + (f" ({what})" if what else ""))
+        return "\n".join(lines)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tree_digest(root: Path) -> tuple[int, str]:
+    """(total bytes, SHA-256 of the manifest) of a folder: one ``path size sha256`` line per file,
+    ``path -> target`` per symlink, sorted; so two folders with equal digests hold equal files."""
+    lines: list[str] = []
+    total = 0
+    for directory, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(directory, name)
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                lines.append(f"{rel} -> {os.readlink(path)}")
+                continue
+            size = path.stat().st_size
+            total += size
+            lines.append(f"{rel} {size} {file_sha256(path)}")
+    manifest = "\n".join(sorted(lines)) + "\n"
+    return total, hashlib.sha256(manifest.encode("utf-8", "surrogateescape")).hexdigest()

@@ -1,0 +1,142 @@
+"""Format detection reads content, never names; the raw view of every format has the same bytes."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from liveos.errors import ImageError, UsageError
+from liveos.image.formats import VHD_FOOTER_SIZE, DiskFormat, VhdFooter, detect, raw_view
+from tests.imagekit import PartSpec, convert, make_disk, sh, sha256, write_tree
+
+FORMATS = ["qcow2", "vhd", "vhd-fixed", "vhdx"]
+
+
+@pytest.fixture(scope="module")
+def disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small GPT disk with one ext4 partition holding a file (no root needed)."""
+    work = tmp_path_factory.mktemp("formats")
+    tree = write_tree(work / "tree", {"/hello": "hello\n"})
+    return make_disk(work / "disk.raw", [PartSpec(8, "ext4", tree)]).path
+
+
+@pytest.mark.parametrize("fmt", ["raw", *FORMATS])
+def test_detect_by_content_not_name(disk: Path, fmt: str, tmp_path: Path) -> None:
+    source = disk if fmt == "raw" else convert(disk, fmt)
+    misnamed = shutil.copyfile(source, tmp_path / "image.iso")  # the name lies; content decides
+    info = detect(misnamed)
+    assert info.format == DiskFormat(fmt)
+    assert info.virtual_size == disk.stat().st_size
+
+
+@pytest.mark.parametrize("fmt", ["raw", *FORMATS])
+def test_raw_view_has_the_disk_bytes_and_input_is_untouched(disk: Path, fmt: str, tmp_path: Path) -> None:
+    source = disk if fmt == "raw" else convert(disk, fmt)
+    before = sha256(source)
+    info = detect(source)
+    with raw_view(info, tmp_path) as raw:
+        assert raw.converted == (not info.format.in_place)
+        if raw.converted:
+            assert raw.path.parent == tmp_path
+            assert sha256(raw.path) == sha256(disk)
+        else:
+            assert raw.path == source.resolve()
+        assert raw.size == disk.stat().st_size
+    assert sha256(source) == before
+    assert list(tmp_path.iterdir()) == [], "the conversion was not removed"
+
+
+def test_iso_is_detected_and_is_not_a_raw_disk(tmp_path: Path) -> None:
+    write_tree(tmp_path / "tree", {"/a.txt": "a\n"})
+    iso = tmp_path / "disk.img"  # not named .iso on purpose
+    sh("xorriso", "-as", "mkisofs", "-quiet", "-o", iso, tmp_path / "tree")
+    info = detect(iso)
+    assert info.format is DiskFormat.ISO
+    with pytest.raises(UsageError, match="not a disk image"), raw_view(info, tmp_path):
+        pass
+
+
+def test_empty_file_is_an_image_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.qcow2"
+    empty.touch()
+    with pytest.raises(ImageError, match="empty"):
+        detect(empty)
+
+
+def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        detect(tmp_path / "nope.raw")
+
+
+def test_truncated_qcow2_is_an_image_error(disk: Path, tmp_path: Path) -> None:
+    qcow2 = shutil.copyfile(convert(disk, "qcow2"), tmp_path / "cut.qcow2")
+    with qcow2.open("r+b") as f:
+        f.truncate(qcow2.stat().st_size // 2)
+    with pytest.raises(ImageError, match=r"cut\.qcow2"):
+        info = detect(qcow2)
+        with raw_view(info, tmp_path):
+            pass
+    assert list(tmp_path.iterdir()) == [qcow2]
+
+
+def test_qcow2_header_only_is_an_image_error(disk: Path, tmp_path: Path) -> None:
+    qcow2 = shutil.copyfile(convert(disk, "qcow2"), tmp_path / "head.qcow2")
+    with qcow2.open("r+b") as f:
+        f.truncate(64)
+    with pytest.raises(ImageError, match="qemu-img could not open it"):
+        detect(qcow2)
+
+
+def test_backing_file_is_refused(disk: Path, tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay.qcow2"
+    sh("qemu-img", "create", "-f", "qcow2", "-F", "raw", "-b", disk, overlay)
+    with pytest.raises(ImageError, match="backing file"):
+        detect(overlay)
+
+
+def _patch_creator(vhd: Path, creator: bytes, chs: tuple[int, int, int]) -> None:
+    """Rewrite the footer's creator app and geometry, fix its checksum (like a Virtual PC image)."""
+    size = vhd.stat().st_size
+    with vhd.open("r+b") as f:
+        f.seek(size - VHD_FOOTER_SIZE)
+        footer = bytearray(f.read(VHD_FOOTER_SIZE))
+        footer[28:32] = creator
+        struct.pack_into(">HBB", footer, 56, *chs)
+        footer[64:68] = b"\0\0\0\0"
+        struct.pack_into(">I", footer, 64, ~sum(footer) & 0xFFFFFFFF)
+        f.seek(size - VHD_FOOTER_SIZE)
+        f.write(footer)
+
+
+def test_geometry_sized_vhd_is_rejected(tmp_path: Path) -> None:
+    odd = tmp_path / "odd.raw"
+    sh("truncate", "-s", str(10 * 1024 * 1024 + 3 * 512), odd)  # not a whole number of CHS cylinders
+    vhd = convert(odd, "vhd-fixed")
+    assert detect(vhd).format is DiskFormat.VHD_FIXED  # force_size=on: creator "qem2", current size
+    _patch_creator(vhd, b"vpc ", (20, 16, 63))  # 20*16*63 sectors = 10321920 bytes, not 10487296
+    footer = VhdFooter.parse(vhd.read_bytes()[-VHD_FOOTER_SIZE:])
+    assert footer is not None and footer.uses_geometry_size
+    with pytest.raises(ImageError, match="Disk Geometry"):
+        detect(vhd)
+
+
+def test_fixed_vhd_with_bad_checksum_is_plain_raw(tmp_path: Path) -> None:
+    data = tmp_path / "data.raw"
+    sh("truncate", "-s", "4M", data)
+    vhd = convert(data, "vhd-fixed")
+    with vhd.open("r+b") as f:
+        f.seek(-VHD_FOOTER_SIZE + 64, 2)
+        f.write(b"\xff\xff\xff\xff")
+    info = detect(vhd)
+    assert info.format is DiskFormat.RAW
+    assert info.virtual_size == vhd.stat().st_size
+
+
+def test_qemu_img_is_what_reads_formats() -> None:
+    out = subprocess.run(["qemu-img", "--help"], capture_output=True, text=True, check=True).stdout
+    for driver in ("qcow2", "vpc", "vhdx", "raw"):
+        assert driver in out

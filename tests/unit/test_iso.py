@@ -1,0 +1,431 @@
+"""IsoWriter, the El Torito EFI image, the USB hybrid GPT and the reader, checked with real tools.
+
+Structure is verified by independent readers (xorriso, bsdtar/libarchive, blkid, sgdisk, sfdisk,
+mtools) rather than by pycdlib alone. The boots are in tests/integration/test_iso_boot.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from liveos.atomic import atomic_output
+from liveos.errors import UsageError
+from liveos.image.isofs import EntryKind, IsoReader
+from liveos.iso import (
+    EfiBootFiles,
+    HybridLayout,
+    IsoWriter,
+    PartitionScheme,
+    build_efiboot,
+    build_efiboot_image,
+)
+from liveos.iso.efiboot import image_size
+from liveos.run import output, run
+from liveos.settings import Arch
+
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+
+
+@pytest.fixture
+def efi_files(tmp_path: Path) -> EfiBootFiles:
+    """Fake shim/grub/MokManager (random bytes; structure tests do not execute them)."""
+    src = tmp_path / "efi-src"
+    src.mkdir()
+    for name, size in (("shimx64.efi", 950_000), ("grubx64.efi", 2_600_000), ("mmx64.efi", 850_000)):
+        (src / name).write_bytes(os.urandom(size))
+    return EfiBootFiles(
+        loader=src / "shimx64.efi",
+        grub=src / "grubx64.efi",
+        mok_manager=src / "mmx64.efi",
+        grub_cfg=b"configfile /boot/grub2/grub.cfg\n",
+    )
+
+
+@pytest.fixture
+def source_tree(tmp_path: Path) -> Path:
+    """A tree with the awkward cases: long/unicode/colliding names, deep dirs, symlinks, modes."""
+    root = tmp_path / "tree"
+    (root / "boot" / "grub2").mkdir(parents=True)
+    (root / "boot" / "grub2" / "grub.cfg").write_text("search --label LIVEOS\n")
+    (root / "liveos").mkdir()
+    (root / "liveos" / "rootfs.img").write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    (root / ("long-" + "n" * 240 + ".conf")).write_text("long name\n")
+    (root / "Ünïcödé – name.txt").write_text("unicode\n")
+    (root / "a-b.txt").write_text("dash\n")
+    (root / "a_b.txt").write_text("underscore\n")
+    (root / "A_B.TXT").write_text("upper\n")
+    secret = root / "secret"
+    secret.write_text("0600\n")
+    secret.chmod(0o600)
+    tool = root / "tool.sh"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    deep = root.joinpath(*[f"level{i}.d" for i in range(12)])
+    deep.mkdir(parents=True)
+    (deep / "bottom.txt").write_text("deep\n")
+    (root / "rel-link").symlink_to("boot/grub2/grub.cfg")
+    (root / "abs-link").symlink_to("/usr/lib/os-release")
+    (root / "dangling").symlink_to("does/not/exist")
+    (root / "empty-dir").mkdir()
+    return root
+
+
+def expected_entries(root: Path) -> dict[str, tuple[EntryKind, int, str | None]]:
+    """What the ISO should hold for ``root``: path -> (kind, mode, symlink target)."""
+    result: dict[str, tuple[EntryKind, int, str | None]] = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(dirpath) / name
+            rel = "/" + str(path.relative_to(root))
+            st = path.lstat()
+            if path.is_symlink():
+                result[rel] = (EntryKind.SYMLINK, 0, os.readlink(path))
+            elif path.is_dir():
+                result[rel] = (EntryKind.DIR, st.st_mode & 0o7777, None)
+            else:
+                result[rel] = (EntryKind.FILE, st.st_mode & 0o7777, None)
+    return result
+
+
+def build_iso(
+    tmp_path: Path, tree: Path, efi_files: EfiBootFiles, **write_args: object
+) -> tuple[Path, Path]:
+    efiboot = tmp_path / "efiboot.img"
+    build_efiboot_image(efiboot, efi_files)
+    writer = IsoWriter("LIVEOS")
+    writer.add_tree("/", tree)
+    writer.add_bytes("/.disk/info", b"liveos\n")
+    writer.set_efi_boot("/boot/grub2/efiboot.img", efiboot)
+    iso = tmp_path / "live.iso"
+    writer.write(iso, **write_args)  # type: ignore[arg-type]
+    return iso, efiboot
+
+
+# -- label ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("label", ["", "liveos", "LIVE-OS", "LIVE OS", "A" * 17, "ÄBC"])
+def test_invalid_labels_are_usage_errors(label: str) -> None:
+    with pytest.raises(UsageError):
+        IsoWriter(label)
+
+
+@pytest.mark.parametrize("label", ["LIVEOS", "A", "AZL_LIVE_2024_01", "0123456789ABCDEF"])
+def test_label_is_what_blkid_and_grub_see(tmp_path: Path, label: str) -> None:
+    writer = IsoWriter(label)
+    writer.add_bytes("/x", b"x")
+    iso = tmp_path / "l.iso"
+    writer.write(iso, hybrid=False)
+    blkid = dict(
+        line.split("=", 1)
+        for line in output(["blkid", "-p", "-o", "export", iso]).splitlines()
+        if "=" in line
+    )
+    assert blkid["TYPE"] == "iso9660"
+    assert blkid["LABEL"] == label
+    with IsoReader(iso) as reader:
+        assert reader.label == label
+        assert reader.joliet_label == label  # grub's search --label reads the Joliet id
+
+
+# -- EFI boot image ---------------------------------------------------------------------------
+def test_efiboot_image_holds_arch_named_files(tmp_path: Path, efi_files: EfiBootFiles) -> None:
+    img = tmp_path / "efiboot.img"
+    size = build_efiboot_image(img, efi_files)
+    assert img.stat().st_size == size and size % 2048 == 0
+    listing = output(["mdir", "-b", "-i", img, "::/EFI/BOOT"], env={"MTOOLS_SKIP_CHECK": "1"})
+    names = sorted(Path(line).name.lower() for line in listing.split())
+    assert names == ["bootx64.efi", "grub.cfg", "grubx64.efi", "mmx64.efi"]
+    copied = run(["mtype", "-i", img, "::/EFI/BOOT/bootx64.efi"], env={"MTOOLS_SKIP_CHECK": "1"}).stdout
+    assert copied == efi_files.loader.read_bytes()
+    info = output(["minfo", "-i", img, "::"], env={"MTOOLS_SKIP_CHECK": "1"})
+    assert "FAT32" not in info  # small FAT32 trips mtools' cluster minimum (notes.md)
+    payload = sum(p.stat().st_size for p in (efi_files.loader, efi_files.grub, efi_files.mok_manager) if p)
+    assert payload < size < payload + 2 * 1024 * 1024
+
+
+def test_efiboot_image_is_reproducible_with_source_date_epoch(
+    tmp_path: Path, efi_files: EfiBootFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    a, b = tmp_path / "a.img", tmp_path / "b.img"
+    build_efiboot_image(a, efi_files)
+    time.sleep(1.1)  # a clock-dependent image would differ now
+    build_efiboot_image(b, efi_files)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_efiboot_from_a_mapping(tmp_path: Path, efi_files: EfiBootFiles) -> None:
+    img = tmp_path / "m.img"
+    files: dict[str, Path | bytes] = {
+        "EFI/BOOT/bootx64.efi": efi_files.loader,
+        "EFI/BOOT/grub.cfg": b"set x=1\n",
+        "boot/grub2/x86_64-efi/extra.mod": b"mod",
+    }
+    assert build_efiboot(files, img) == img
+    env = {"MTOOLS_SKIP_CHECK": "1"}
+    assert run(["mtype", "-i", img, "::/boot/grub2/x86_64-efi/extra.mod"], env=env).stdout == b"mod"
+    assert run(["mtype", "-i", img, "::/EFI/BOOT/grub.cfg"], env=env).stdout == b"set x=1\n"
+    with pytest.raises(UsageError, match="bootaa64"):
+        build_efiboot(files, tmp_path / "aa.img", arch=Arch.AA64)
+    with pytest.raises(UsageError):
+        build_efiboot({**files, "../escape": b""}, tmp_path / "bad.img")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["efi-src", "m.img"]
+
+
+def test_efiboot_image_size_grows_with_content() -> None:
+    assert image_size([10]) == 1024 * 1024
+    big = image_size([20 * 1024 * 1024])
+    assert 20 * 1024 * 1024 < big <= 22 * 1024 * 1024 and big % 65536 == 0
+
+
+def test_efiboot_rejects_missing_source(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        build_efiboot_image(tmp_path / "x.img", EfiBootFiles(loader=tmp_path / "missing.efi"))
+    assert not list(tmp_path.iterdir())
+
+
+# -- ISO content ------------------------------------------------------------------------------
+def test_tree_round_trips_through_rock_ridge(
+    tmp_path: Path, source_tree: Path, efi_files: EfiBootFiles
+) -> None:
+    iso, _ = build_iso(tmp_path, source_tree, efi_files)
+    expected = expected_entries(source_tree)
+    with IsoReader(iso) as reader:
+        got = {e.path: e for e in reader.walk()}
+        for path, (kind, mode, target) in expected.items():
+            entry = got[path]
+            assert entry.kind is kind, path
+            if kind is EntryKind.SYMLINK:
+                assert entry.target == target
+            else:
+                assert entry.mode == mode, path
+            if kind is EntryKind.FILE:
+                assert reader.read_bytes(path) == (source_tree / path[1:]).read_bytes(), path
+        extra = set(got) - set(expected)
+        assert extra == {"/.disk", "/.disk/info", "/boot.cat", "/boot/grub2/efiboot.img"}
+
+
+def test_libarchive_reads_the_same_tree(tmp_path: Path, source_tree: Path, efi_files: EfiBootFiles) -> None:
+    iso, _ = build_iso(tmp_path, source_tree, efi_files)
+    names = {line.rstrip("/") for line in output(["bsdtar", "-tf", iso]).splitlines()}
+    for path in expected_entries(source_tree):
+        assert path[1:] in names
+    out = tmp_path / "x"
+    out.mkdir()
+    run(["bsdtar", "-xf", iso, "-C", out])
+    assert (out / "liveos" / "rootfs.img").read_bytes() == (
+        source_tree / "liveos" / "rootfs.img"
+    ).read_bytes()
+    assert os.readlink(out / "abs-link") == "/usr/lib/os-release"
+    deep = "/".join(f"level{i}.d" for i in range(12))
+    assert (out / deep / "bottom.txt").read_text() == "deep\n"
+
+
+def test_joliet_tree_has_every_file_and_directory(
+    tmp_path: Path, source_tree: Path, efi_files: EfiBootFiles
+) -> None:
+    import pycdlib
+
+    iso, _ = build_iso(tmp_path, source_tree, efi_files)
+    reader = pycdlib.PyCdlib()
+    reader.open(str(iso))
+    try:
+        joliet = []
+        for dirpath, dirs, files in reader.walk(joliet_path="/"):
+            joliet += [f"{dirpath.rstrip('/')}/{name}" for name in dirs + files]
+    finally:
+        reader.close()
+    assert all(len(Path(p).name) <= 64 for p in joliet)
+    assert len(joliet) == len(set(joliet))
+    expected = expected_entries(source_tree)
+    not_symlinks = [p for p, (kind, _, _) in expected.items() if kind is not EntryKind.SYMLINK]
+    assert len(joliet) == len(not_symlinks) + 4  # + .disk, .disk/info, boot.cat, efiboot.img
+    # Windows compares Joliet names case-insensitively: the later of A_B.TXT / a_b.txt is renamed
+    assert {"/A_B.TXT", "/a-b.txt", "/a_b_1.txt"} <= set(joliet)
+    assert "/Ünïcödé – name.txt" in joliet
+
+
+def test_reader_extracts_a_subtree(tmp_path: Path, source_tree: Path, efi_files: EfiBootFiles) -> None:
+    iso, _ = build_iso(tmp_path, source_tree, efi_files)
+    dest = tmp_path / "extracted"
+    with IsoReader(iso) as reader:
+        reader.extract("/", dest)
+    for path, (kind, mode, target) in expected_entries(source_tree).items():
+        got = dest / path[1:]
+        if kind is EntryKind.SYMLINK:
+            assert os.readlink(got) == target
+        else:
+            assert got.lstat().st_mode & 0o7777 == mode, path
+            if kind is EntryKind.FILE:
+                assert got.read_bytes() == (source_tree / path[1:]).read_bytes()
+
+
+def test_el_torito_has_one_uefi_entry(tmp_path: Path, source_tree: Path, efi_files: EfiBootFiles) -> None:
+    iso, efiboot = build_iso(tmp_path, source_tree, efi_files)
+    report = output(["xorriso", "-indev", iso, "-report_el_torito", "plain"])
+    images = [line for line in report.splitlines() if line.startswith("El Torito boot img :")]
+    assert len(images) == 1
+    fields = images[0].split(":", 1)[1].split()
+    assert fields[1] == "UEFI" and fields[3] == "none"  # platform 0xEF, no emulation
+    assert int(fields[6]) == efiboot.stat().st_size // 512
+    assert "El Torito img path :   1  /boot/grub2/efiboot.img" in report
+    with IsoReader(iso) as reader:
+        assert reader.read_bytes("/boot/grub2/efiboot.img") == efiboot.read_bytes()
+
+
+def test_add_order_does_not_change_the_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    first, second = IsoWriter("ORDER"), IsoWriter("ORDER")
+    items = [(f"/d{i % 3}/f{i}.txt", f"{i}\n".encode()) for i in range(20)]
+    for path, data in items:
+        first.add_bytes(path, data)
+    for path, data in reversed(items):
+        second.add_bytes(path, data)
+    first.write(tmp_path / "1.iso", hybrid=False)
+    second.write(tmp_path / "2.iso", hybrid=False)
+    assert (tmp_path / "1.iso").read_bytes() == (tmp_path / "2.iso").read_bytes()
+
+
+def test_source_date_epoch_makes_the_iso_reproducible(
+    tmp_path: Path, source_tree: Path, efi_files: EfiBootFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    iso1, _ = build_iso(tmp_path, source_tree, efi_files)
+    digest1 = hashlib.sha256(iso1.read_bytes()).hexdigest()
+    time.sleep(1.1)
+    (tmp_path / "again").mkdir()
+    iso2, _ = build_iso(tmp_path / "again", source_tree, efi_files)
+    assert hashlib.sha256(iso2.read_bytes()).hexdigest() == digest1
+    blkid = output(["blkid", "-p", "-o", "value", "-s", "UUID", iso1]).strip()
+    assert blkid == "2023-11-14-22-13-20-00"  # the PVD creation date = the epoch, in UTC
+    assert sys.modules["pycdlib.pycdlib"].time is time  # the clock swap is undone
+
+
+def test_without_source_date_epoch_dates_are_now(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    writer = IsoWriter("NOW")
+    writer.add_bytes("/x", b"x")
+    writer.write(tmp_path / "n.iso", hybrid=False)
+    uuid = output(["blkid", "-p", "-o", "value", "-s", "UUID", tmp_path / "n.iso"]).strip()
+    assert uuid.startswith(time.strftime("%Y-%m-%d", time.localtime()))
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    writer = IsoWriter("X")
+    with pytest.raises(UsageError):
+        writer.add_bytes("/a/../b", b"")
+    writer.add_bytes("/file", b"x")
+    with pytest.raises(UsageError):
+        writer.add_bytes("/file/below", b"x")
+    with pytest.raises(UsageError):
+        writer.write(tmp_path / "x.iso")  # hybrid without an EFI image
+    writer.set_efi_boot("/missing.img")
+    with pytest.raises(UsageError):
+        writer.write(tmp_path / "x.iso")
+    assert not list(tmp_path.iterdir())
+
+
+# -- atomic output ----------------------------------------------------------------------------
+def test_vanished_source_is_reported_and_leaves_no_file(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"y" * 10_000)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    writer = IsoWriter("FAIL")
+    writer.add_file("/src.bin", src)
+    src.unlink()  # vanishes between collecting and writing
+    with pytest.raises(UsageError, match=r"src\.bin"):
+        writer.write(out_dir / "fail.iso", hybrid=False)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_atomic_output_keeps_old_file_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "artifact"
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt), atomic_output(target) as fp:
+        fp.write(b"half written")
+        raise KeyboardInterrupt
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["artifact"]
+    with atomic_output(target, mode=0o600) as fp:
+        fp.write(b"new")
+    assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o600
+
+
+# -- USB hybrid -------------------------------------------------------------------------------
+@pytest.mark.parametrize("scheme", list(PartitionScheme))
+def test_hybrid_gpt_points_at_the_boot_image(
+    tmp_path: Path, source_tree: Path, efi_files: EfiBootFiles, scheme: PartitionScheme
+) -> None:
+    iso, efiboot = build_iso(tmp_path, source_tree, efi_files, scheme=scheme)
+    size = iso.stat().st_size
+    assert size % 2048 == 0
+    verify = output(["sgdisk", "-v", iso])
+    assert "No problems found" in verify, verify
+    table = json.loads(output(["sfdisk", "-J", iso]))["partitiontable"]
+    assert table["label"] == "gpt" and table["lastlba"] == size // 512 - 34
+    (part,) = table["partitions"]
+    assert part["type"] == ESP_TYPE
+    with IsoReader(iso) as reader:
+        offset, length = reader.extent("/boot/grub2/efiboot.img")
+    assert part["start"] * 512 == offset and part["size"] * 512 == length == efiboot.stat().st_size
+    listing = output(["mdir", "-b", "-i", f"{iso}@@{offset}", "::/EFI/BOOT"], env={"MTOOLS_SKIP_CHECK": "1"})
+    assert "bootx64.efi" in listing.lower()
+    with open(iso, "rb") as fp:
+        layout = HybridLayout.parse(fp)
+        fp.seek(-512, os.SEEK_END)
+        backup = fp.read(512)
+    assert backup[:8] == b"EFI PART"
+    assert layout.header.backup_lba == size // 512 - 1
+    mbr_types = [p.type for p in layout.mbr]
+    assert mbr_types == ([0xEE] if scheme is PartitionScheme.GPT else [0xEE, 0xEF])
+    # still a valid CD: El Torito, the ISO 9660 tree and blkid's whole-disk label
+    assert "UEFI" in output(["xorriso", "-indev", iso, "-report_el_torito", "plain"])
+    assert "liveos/rootfs.img" in output(["bsdtar", "-tf", iso])
+    blkid = output(["blkid", "-p", "-o", "export", iso])
+    assert "LABEL=LIVEOS" in blkid and "TYPE=iso9660" in blkid and "PTTYPE=gpt" in blkid
+
+
+def test_hybrid_refuses_a_non_empty_system_area(tmp_path: Path) -> None:
+    from liveos.errors import InternalError
+    from liveos.iso.hybrid import Extent, make_hybrid
+
+    with open(tmp_path / "junk", "w+b") as fp:
+        fp.write(b"\x01" * 64 * 1024)
+        with pytest.raises(InternalError):
+            make_hybrid(fp, iso_size=64 * 1024, esp=Extent(36 * 1024, 2048))
+
+
+# -- big files (opt-in: writes ~4.1 GiB) ------------------------------------------------------
+@pytest.mark.skipif(
+    not os.environ.get("LIVEOS_SLOW_TESTS"), reason="set LIVEOS_SLOW_TESTS=1 (writes 4.1 GiB)"
+)
+def test_file_over_4gib_is_multi_extent(tmp_path: Path) -> None:
+    if shutil.disk_usage(tmp_path).free < 12 * 1024**3:
+        pytest.skip("needs 12 GiB free")
+    big = tmp_path / "big.img"
+    size = 4 * 1024**3 + 4096 + 123
+    with open(big, "wb") as fp:
+        fp.truncate(size)
+        fp.seek(size - 5)
+        fp.write(b"tail!")
+    writer = IsoWriter("BIG")
+    writer.add_file("/liveos/rootfs.img", big)
+    iso = tmp_path / "big.iso"
+    writer.write(iso, hybrid=False)
+    with IsoReader(iso) as reader:
+        assert reader.entry("/liveos/rootfs.img").size == size
+    listing = output(["bsdtar", "-tvf", iso])
+    assert str(size) in listing
+    tail = subprocess.run(
+        ["bsdtar", "-xOf", iso, "liveos/rootfs.img"], stdout=subprocess.PIPE, check=True
+    ).stdout[-5:]
+    assert tail == b"tail!"
