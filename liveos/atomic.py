@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import shutil
 import stat
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ def atomic_path(path: Path, *, mode: int = 0o644) -> Iterator[Path]:
         raise UsageError(f"output directory {parent} does not exist", path=path, hint="create it first")
     _refuse_non_file(path)
     tmp = parent / f".{path.name}.tmp-{os.getpid()}"
+    sweep_stale(parent, f".{path.name}.tmp-")
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)  # a leftover of a dead process that had our pid
@@ -66,8 +68,8 @@ def _refuse_non_file(path: Path) -> None:
     """An output replaces a regular file or takes a new name -- never a directory or a device."""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
-        return
+    except (FileNotFoundError, NotADirectoryError):
+        return  # a new name (a parent that is not a directory is the caller's check)
     if stat.S_ISDIR(st.st_mode):
         raise UsageError(f"output path {path} is a directory", path=path, hint="name a file")
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
@@ -106,6 +108,7 @@ def scratch_dir(
     ``try`` that removes it: ``tempfile.mkdtemp`` only returns the name after its mkdir, so a
     SIGTERM/Ctrl-C landing in between left an orphaned directory behind (seen in the signal tests).
     """
+    sweep_stale(parent, prefix)
     path = parent / f"{prefix}{os.getpid()}-{next(_scratch_ids)}"
     while path.exists():  # a leftover of a dead process that had our pid
         path = parent / f"{prefix}{os.getpid()}-{next(_scratch_ids)}"
@@ -125,3 +128,53 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_STALE = re.compile(r"(\d+)(?:-\d+)?")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mounts_below(path: Path) -> list[str]:
+    """Mount points at or below ``path`` in this thread's mount namespace."""
+    prefix = str(path).replace("\\", "\\134").replace(" ", "\\040")
+    with open("/proc/thread-self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
+def sweep_stale(parent: Path, prefix: str) -> list[Path]:
+    """Remove what a killed liveos left in ``parent``: entries named ``<prefix><pid>[-<n>]`` whose
+    process is gone. A SIGKILL cannot be caught, so its scratch files stay until the next run that
+    works in the same place; its mounts and loop devices are already gone with its private mount
+    namespace. Entries with a live process, or with anything still mounted below, are left alone.
+    """
+    removed: list[Path] = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        match = _STALE.fullmatch(name[len(prefix) :])
+        if match is None or _alive(int(match.group(1))):
+            continue
+        path = parent / name
+        if path.is_dir() and not path.is_symlink():
+            if mounts_below(path):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(path)
+    return removed

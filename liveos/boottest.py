@@ -11,9 +11,7 @@ when :attr:`BootConfig.http_root` is set, ``http://10.0.2.100/`` which is forwar
 ``socat``) to a Python HTTP server bound to 127.0.0.1 on an ephemeral port.
 
 QEMU and the HTTP server are context-managed: they are stopped on success, failure, timeout and
-KeyboardInterrupt alike. QEMU is the one long-running child liveos starts, so it is spawned with
-:class:`subprocess.Popen` (``liveos.run.run`` only runs commands to completion); the binary is
-still resolved through :func:`liveos.run.which`.
+KeyboardInterrupt alike (QEMU through :func:`liveos.run.spawn`).
 
 Example::
 
@@ -31,7 +29,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -41,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from liveos.errors import HostError, UsageError
-from liveos.run import output, which
+from liveos.run import output, spawn, which
 
 log = logging.getLogger("liveos.boottest")
 
@@ -314,25 +311,6 @@ def http_server(root: Path) -> Iterator[int]:
         thread.join(timeout=10)
 
 
-@contextlib.contextmanager
-def _qemu_process(argv: list[str], stderr_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Start QEMU; always terminate (then kill) it on the way out, whatever happened."""
-    argv = [which(argv[0]), *argv[1:]]
-    log.info("+ %s", " ".join(argv))
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 # ------------------------------------------------------------------------------ the wait loop
 
 
@@ -390,7 +368,7 @@ def boot(config: BootConfig, poll_interval: float = 0.5) -> BootResult:
         argv = qemu_argv(config, vars_copy, log_path, port)
         stderr_path = run_dir / "qemu.stderr"
         started = time.monotonic()
-        proc = stack.enter_context(_qemu_process(argv, stderr_path))
+        proc = stack.enter_context(spawn(argv, log_to=stderr_path))
         watcher = _SerialWatcher(log_path, config.marker)
         reason = f"timeout after {config.timeout:.0f} s"
         line: str | None = None

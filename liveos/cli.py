@@ -90,7 +90,7 @@ def _json_option(parser: argparse.ArgumentParser, help_text: str) -> None:
 
 
 def _configured(live: LiveOS, args: argparse.Namespace) -> LiveOS:
-    return LiveOS(live.image, settings_table.from_cli(args, live.settings))
+    return LiveOS(live.image, args.settings)
 
 
 def _print(data: dict[str, object] | str, as_json: bool) -> None:
@@ -149,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     commands = {"iso": _cmd_iso, "pxe": _cmd_pxe, "plan": _cmd_plan, "boot": _cmd_boot}
     try:
+        if args.command != "boot":  # every setting is checked before the image is opened
+            args.settings = settings_table.from_cli(args)
         return commands[args.command](args)
     except UsageError as exc:
         print(f"liveos: error: {exc}", file=sys.stderr)

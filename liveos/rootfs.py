@@ -10,13 +10,42 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+import stat
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from liveos.confined import resolve_in_root
-from liveos.errors import ImageError
+from liveos.errors import ImageError, UsageError
+from liveos.host.sandbox import Sandbox, run_sandboxed
 from liveos.versions import Version
+
+#: Largest file of the image liveos reads whole unless a caller says otherwise (configs are KiBs).
+READ_LIMIT = 16 * 1024 * 1024
+#: Small config files (os-release, SELinux config, fstab, BLS entries, grubenv).
+CONFIG_LIMIT = 1024 * 1024
+
+
+def read_limited(host: Path, limit: int, *, shown: str | None = None) -> bytes:
+    """Read the regular file ``host`` (already resolved inside an image; the last component is not
+    followed) if it holds at most ``limit`` bytes; an :class:`ImageError` naming it otherwise."""
+    name = shown or str(host)
+    try:
+        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ImageError(f"{name} cannot be read from the image: {exc.strerror}", path=host) from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageError(f"{name} is not a regular file in the image", path=host)
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ImageError(
+            f"{name} in the image is too large (more than {limit} bytes); liveos does not read it",
+            path=host,
+            hint="a file like this is a few KiB; the image may be damaged or hostile",
+        )
+    return data
 
 
 @dataclass(frozen=True)
@@ -58,14 +87,14 @@ class RootFs:
     def is_symlink(self, path: str | PurePosixPath) -> bool:
         return self.path(path, follow_last=False).is_symlink()
 
-    def read_bytes(self, path: str | PurePosixPath) -> bytes:
-        host = self.path(path)
-        if not host.is_file():
-            raise ImageError(f"{path} is missing or not a regular file in the image", path=host)
-        return host.read_bytes()
+    def read_bytes(self, path: str | PurePosixPath, *, limit: int = READ_LIMIT) -> bytes:
+        """The content of a regular file of the image, at most ``limit`` bytes (else ImageError:
+        a sparse 10 GiB ``/etc/os-release`` must not exhaust memory)."""
+        return read_limited(self.path(path), limit, shown=str(path))
 
-    def read_text(self, path: str | PurePosixPath) -> str:
-        return self.read_bytes(path).decode("utf-8", errors="surrogateescape")
+    def read_text(self, path: str | PurePosixPath, *, limit: int = READ_LIMIT) -> str:
+        """:meth:`read_bytes` decoded as UTF-8 (undecodable bytes kept as surrogate escapes)."""
+        return self.read_bytes(path, limit=limit).decode("utf-8", errors="surrogateescape")
 
     def write_bytes(self, path: str | PurePosixPath, data: bytes, *, mode: int = 0o644) -> Path:
         """Write a file inside the root (replacing a symlink at that name, never following it)."""
@@ -80,7 +109,8 @@ class RootFs:
         return host
 
     def write_text(self, path: str | PurePosixPath, text: str, *, mode: int = 0o644) -> Path:
-        return self.write_bytes(path, text.encode(), mode=mode)
+        """Write ``text`` as UTF-8 (surrogate escapes from :meth:`read_text` become their bytes)."""
+        return self.write_bytes(path, text.encode("utf-8", errors="surrogateescape"), mode=mode)
 
     def remove(self, path: str | PurePosixPath, *, missing_ok: bool = True) -> bool:
         """Remove a file or symlink (not what it points to). Returns whether something was removed."""
@@ -101,6 +131,26 @@ class RootFs:
         for name in sorted(os.listdir(host)):
             yield base / name
 
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        network: bool = False,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run a program *of the image* (its package manager, a script) in the sandbox of
+        :mod:`liveos.host.sandbox`: as root of the tree, whose writes land in the tree (the
+        overlay: the input image never changes), without the host's devices, /sys, processes or
+        network (``network=True`` shares the host's network for package downloads).
+        Returns the completed process (stdout, stderr as bytes); a non-zero exit raises
+        :class:`~liveos.errors.CommandError`.
+        """
+        if not argv:
+            raise UsageError("RootFs.run needs a command")
+        sandbox = Sandbox(self.root, network=network, env=dict(env or {}))
+        return run_sandboxed(sandbox, argv, step=f"{argv[0]} in the image", timeout=timeout)
+
     # -- OS facts ---------------------------------------------------------------------------
     def remove_fstab(self) -> bool:
         """Remove ``/etc/fstab``: on live media it names disks that do not exist (boot hangs)."""
@@ -110,7 +160,7 @@ class RootFs:
         """Parsed ``os-release`` (``/etc/os-release``, else ``/usr/lib/os-release``)."""
         for candidate in ("/etc/os-release", "/usr/lib/os-release"):
             if self.path(candidate).is_file():
-                return parse_os_release(self.read_text(candidate))
+                return parse_os_release(self.read_text(candidate, limit=CONFIG_LIMIT))
         return {}
 
     def kernels(self) -> list[Kernel]:
@@ -133,7 +183,9 @@ class RootFs:
         """``enforcing``, ``permissive`` or ``disabled`` from ``/etc/selinux/config`` (no file: disabled)."""
         if not self.path("/etc/selinux/config").is_file():
             return "disabled"
-        match = re.search(r"(?m)^\s*SELINUX\s*=\s*(\w+)", self.read_text("/etc/selinux/config"))
+        match = re.search(
+            r"(?m)^\s*SELINUX\s*=\s*(\w+)", self.read_text("/etc/selinux/config", limit=CONFIG_LIMIT)
+        )
         return match.group(1).lower() if match else "disabled"
 
 

@@ -7,12 +7,15 @@ tail when the command fails. Nothing else in liveos calls :mod:`subprocess` for 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from liveos.errors import CommandError, MissingToolError
@@ -35,7 +38,6 @@ TOOL_PACKAGES: Mapping[str, str] = {
     "mount": "mount",
     "umount": "mount",
     "blkid": "util-linux",
-    "chroot": "coreutils",
     "xorriso": "xorriso",
     "cpio": "cpio",
     "bsdtar": "libarchive-tools",
@@ -48,9 +50,26 @@ TOOL_PACKAGES: Mapping[str, str] = {
     "mkfs.btrfs": "btrfs-progs",
     "mmdebstrap": "mmdebstrap",
     "socat": "socat",
+    "bwrap": "bubblewrap",
+    "unshare": "util-linux",
 }
 
 Argument = str | os.PathLike[str]
+
+_LIBC = ctypes.CDLL(None, use_errno=True)  #: resolved once: nothing to load in a forked child
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """Runs in the child before exec: SIGKILL it when the thread that started it dies -- also when
+    liveos is killed with SIGKILL and can clean up nothing. If liveos died before this ran, exit."""
+
+    def setup() -> None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(128 + signal.SIGKILL)
+
+    return setup
 
 
 def which(tool: str) -> str:
@@ -59,6 +78,12 @@ def which(tool: str) -> str:
     if path is None:
         raise MissingToolError(tool, TOOL_PACKAGES.get(tool))
     return path
+
+
+def _resolve(argv: Sequence[Argument]) -> list[str]:
+    args = [os.fspath(a) for a in argv]
+    args[0] = which(args[0]) if "/" not in args[0] else args[0]
+    return args
 
 
 def run(
@@ -72,39 +97,96 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float | None = None,
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``argv`` and return the completed process (stdout captured as bytes by default).
 
     ``step`` names the build step for the error message, ``hint`` is the fix to suggest if the
     command fails. stderr is always captured; on failure its last lines go into the error.
+    stdin is ``/dev/null`` unless ``input`` is given: no tool ever reads liveos' own stdin.
+    ``started`` is called with the running process, whose stdin is then a pipe (the sandbox
+    launcher waits on it for its user-namespace map); communicate() closes it after. On any
+    exception -- a timeout, Ctrl-C, SIGTERM turned into SystemExit -- the process is killed and
+    reaped before the exception propagates, and if liveos itself dies (even by SIGKILL) the
+    kernel kills it: no child outlives liveos.
     """
-    args = [os.fspath(a) for a in argv]
-    args[0] = which(args[0]) if "/" not in args[0] else args[0]
+    args = _resolve(argv)
     log.info("+ %s", shlex.join(args))
     merged_env = None if env is None else {**os.environ, **env}
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             args,
+            stdin=subprocess.DEVNULL if input is None and started is None else subprocess.PIPE,
             stdout=stdout,
             stderr=subprocess.PIPE,
-            input=input,
             env=merged_env,
             cwd=cwd,
-            timeout=timeout,
-            check=False,
+            preexec_fn=_die_with_parent(os.getpid()),
         )
-    except subprocess.TimeoutExpired as exc:
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-        stderr += f"\n(timed out after {timeout} s)"
-        raise CommandError(args, -1, stderr, step=step, hint=hint) from exc
     except OSError as exc:
         raise CommandError(args, -1, str(exc), step=step, hint=hint) from exc
+    with proc:
+        try:
+            if started is not None:
+                started(proc)
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            _kill(proc)
+            raise CommandError(
+                args, -1, f"{_text(exc.stderr)}\n(timed out after {timeout} s)", step=step, hint=hint
+            ) from exc
+        except BaseException:
+            _kill(proc)
+            raise
     if check and proc.returncode != 0:
-        raise CommandError(args, proc.returncode, proc.stderr.decode(errors="replace"), step=step, hint=hint)
-    return proc
+        raise CommandError(args, proc.returncode, _text(err), step=step, hint=hint)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def _text(data: bytes | str | None) -> str:
+    if isinstance(data, bytes):
+        return data.decode(errors="replace")
+    return data or ""
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL and reap: the process is gone when this returns."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    proc.wait()
 
 
 def output(argv: Sequence[Argument], **kwargs: object) -> str:
     """Run ``argv`` and return its stdout as text (see :func:`run`)."""
     proc = run(argv, **kwargs)  # type: ignore[arg-type]
     return proc.stdout.decode()
+
+
+@contextlib.contextmanager
+def spawn(
+    argv: Sequence[Argument], *, log_to: Path, grace: float = 10.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a long-running ``argv`` (QEMU) with stdout and stderr in ``log_to``; on leaving the
+    block, whatever happened, it is terminated (killed after ``grace`` seconds) and reaped."""
+    args = _resolve(argv)
+    log.info("+ %s", shlex.join(args))
+    with log_to.open("wb") as sink:
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=sink,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+        except OSError as exc:
+            raise CommandError(args, -1, str(exc)) from exc
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _kill(proc)

@@ -8,7 +8,9 @@ rebuild cannot tell the image's own arguments from ours, and duplicates or leaks
 reference tool appends its arguments again on every rebuild).
 
 The file is small, versioned and strictly validated: an unknown key, a wrong type or a newer
-schema is an :class:`~liveos.errors.ImageError` naming the file, never a guess.
+schema is an :class:`~liveos.errors.ImageError` naming the file, never a guess. It comes from a
+medium someone else may have made, so whatever its bytes (megabytes, thousand-digit numbers,
+arrays nested thousands deep, a key twice), parsing ends in a state or that error.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ SCHEMA_VERSION = 1
 DIGEST_CHUNK = 1 << 20
 #: Name of the cheap digest: size + SHA-256 of the first and the last MiB (see :func:`source_digest`).
 DIGEST_ALGORITHM = "sha256-size-head-tail-1mib"
+#: Largest state file read: liveos writes well under 4 KiB.
+MAX_STATE_BYTES = 64 * 1024
+#: Most digits of a JSON integer (2**63 has 19): Python would parse 4300 digits, slowly, and
+#: raise a plain ValueError beyond.
+MAX_INT_DIGITS = 20
+#: source.size is a file size: below 2**63, like every file size.
+MAX_SIZE = 1 << 63
+_SHOWN = 60
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _LABEL = re.compile(r"[A-Z0-9_]{1,16}")
@@ -121,10 +131,20 @@ class _Parser:
         )
 
     def state(self, text: str | bytes) -> MediaState:
+        if len(text) > MAX_STATE_BYTES:
+            unit = "bytes" if isinstance(text, bytes) else "characters"
+            raise self.fail(
+                f"{len(text)} {unit} long, more than {MAX_STATE_BYTES} (liveos writes under 4 KiB)"
+            )
         try:
-            doc = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise self.fail(f"not valid JSON ({exc})") from exc
+            if isinstance(text, bytes):
+                text = text.decode()  # liveos writes UTF-8 (ASCII, in fact)
+            _check_depth(text)
+            doc = json.loads(text, parse_int=_int, parse_constant=_constant, object_pairs_hook=_object)
+        except _Refused as exc:
+            raise self.fail(str(exc)) from exc
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise self.fail(f"not valid JSON ({type(exc).__name__}: {_shown(str(exc))[1:-1]})") from exc
         if not isinstance(doc, dict):
             raise self.fail(f"the document must be a JSON object, not {_json_type(doc)}")
         if "schema" not in doc:
@@ -148,21 +168,21 @@ class _Parser:
             mode = InitramfsMode(mode_text)
         except ValueError as exc:
             known = ", ".join(m.value for m in InitramfsMode)
-            raise self.fail(f"mode {mode_text!r} is not one of {known}") from exc
+            raise self.fail(f"mode {_shown(mode_text)} is not one of {known}") from exc
         label = self.typed(obj["label"], str, "label")
         if not _LABEL.fullmatch(label):
-            raise self.fail(f"label {label!r} is not a valid volume label (1-16 of A-Z, 0-9, _)")
+            raise self.fail(f"label {_shown(label)} is not a valid volume label (1-16 of A-Z, 0-9, _)")
         sha = self.typed(source["sha256"], str, "source.sha256")
         if not _HEX64.fullmatch(sha):
-            raise self.fail(f"source.sha256 {sha!r} is not 64 lower-case hex digits")
+            raise self.fail(f"source.sha256 {_shown(sha)} is not 64 lower-case hex digits")
         size = self.typed(source["size"], int, "source.size")
-        if size < 0:
-            raise self.fail(f"source.size {size} is negative")
+        if not 0 <= size < MAX_SIZE:
+            raise self.fail(f"source.size {size} is not a file size (0 to 2**63 - 1)")
         when = self.typed(obj["build_time"], str, "build_time")
         try:
             stamp = datetime.strptime(when, _TIME_FORMAT).replace(tzinfo=UTC)
         except ValueError as exc:
-            raise self.fail(f"build_time {when!r} is not YYYY-MM-DDTHH:MM:SSZ") from exc
+            raise self.fail(f"build_time {_shown(when)} is not YYYY-MM-DDTHH:MM:SSZ") from exc
         return MediaState(
             liveos_version=self.typed(obj["liveos_version"], str, "liveos_version"),
             mode=mode,
@@ -179,7 +199,10 @@ class _Parser:
             raise self.fail(f"{what} must be a JSON object, not {_json_type(value)}")
         unknown = sorted(set(value) - allowed)
         if unknown:
-            raise self.fail(f"unknown key(s) in {what}: {', '.join(unknown)}")
+            shown = ", ".join(_shown(key)[1:-1] for key in unknown[:5]) + (
+                ", ..." if len(unknown) > 5 else ""
+            )
+            raise self.fail(f"unknown key(s) in {what}: {shown}")
         missing = sorted(required - set(value))
         if missing:
             raise self.fail(f"missing key(s) in {what}: {', '.join(missing)}")
@@ -198,9 +221,53 @@ class _Parser:
         for index, item in enumerate(value):
             text = self.typed(item, str, f"{what}[{index}]")
             if not text or any(ord(c) < 32 for c in text):
-                raise self.fail(f"{what}[{index}] {text!r} is not a kernel argument")
+                raise self.fail(f"{what}[{index}] {_shown(text)} is not a kernel argument")
             out.append(text)
         return tuple(out)
+
+
+class _Refused(Exception):
+    """A JSON value the state file never holds, refused while decoding."""
+
+
+#: Deepest nesting of arrays and objects read (the state file nests 3 deep); the json module
+#: recurses per level, so the check comes before it.
+MAX_DEPTH = 16
+_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _check_depth(text: str) -> None:
+    depth = 0
+    for bracket in _BRACKETS.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_DEPTH:
+            raise _Refused(f"arrays and objects nested more than {MAX_DEPTH} deep")
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _Refused(f"a number of {len(text)} digits is not a value of a state file")
+    return int(text)
+
+
+def _constant(name: str) -> object:
+    raise _Refused(f"{name} is not JSON (and never a value of a state file)")
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """An object, refused if a key appears twice (JSON parsers differ on which one wins)."""
+    doc: dict[str, object] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise _Refused(f"the key {_shown(key)} appears twice in an object")
+        doc[key] = value
+    return doc
+
+
+def _shown(text: str) -> str:
+    """A value for an error message: repr'd and cut short (the file may be hostile)."""
+    return repr(text) if len(text) <= _SHOWN else repr(text[:_SHOWN]) + f"... ({len(text)} characters)"
 
 
 def _type_name(kind: type[Any]) -> str:

@@ -53,10 +53,10 @@ def rpmvercmp(a: str, b: str) -> int:
         sa, sb = ma.group(), mb.group()
         if sa.isdigit() != sb.isdigit():
             return 1 if sa.isdigit() else -1  # numeric segments are newer than alphabetic
-        if sa.isdigit():
-            na, nb = int(sa), int(sb)
-            if na != nb:
-                return 1 if na > nb else -1
+        if sa.isdigit():  # compared as numbers, without int(): no digit-count limit, linear time
+            na, nb = sa.lstrip("0"), sb.lstrip("0")
+            if (len(na), na) != (len(nb), nb):
+                return 1 if (len(na), na) > (len(nb), nb) else -1
         elif sa != sb:
             return 1 if sa > sb else -1
         i, j = ma.end(), mb.end()

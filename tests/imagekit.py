@@ -233,8 +233,8 @@ def new_uuid() -> str:
 
 
 def our_mounts(marker: str) -> list[str]:
-    """Lines of /proc/self/mountinfo that mention ``marker`` (a work dir path)."""
-    with open("/proc/self/mountinfo") as f:
+    """Lines of this thread's mountinfo that mention ``marker`` (a work dir path)."""
+    with open("/proc/thread-self/mountinfo") as f:
         return [line for line in f if marker in line]
 
 

@@ -19,7 +19,7 @@ import os
 import shutil
 import struct
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from tests.imagekit import PartSpec, make_disk, our_loops, our_mounts, pe_stub, write_tree
@@ -103,15 +103,19 @@ def live_image(
     remove: Sequence[str] = (),
     esp: Mapping[str, str | bytes] | None = None,
     with_esp: bool = True,
+    prepare: Callable[[Path], None] | None = None,
 ) -> Path:
     """A raw GPT disk: FAT ESP (``esp`` files, default shim + grub) + ext4 root.
 
-    The root holds the default files minus ``remove``, then ``root`` on top.
+    The root holds the default files minus ``remove``, then ``root`` on top; ``prepare`` may add
+    what files cannot say (device nodes, sparse files) to the root tree before the disk is made.
     """
     dropped = set(remove)
     files = {path: content for path, content in root_files().items() if path not in dropped}
     files.update(root or {})
     tree = build_tree(work / f"{name}-root", files)
+    if prepare is not None:
+        prepare(tree)
     specs = [PartSpec(64, "ext4", tree, fs_uuid=ROOT_UUID, name="root")]
     if with_esp:
         esp_tree = write_tree(work / f"{name}-esp", esp if esp is not None else esp_files())

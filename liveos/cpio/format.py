@@ -9,9 +9,12 @@ data, padding to 4 bytes; names are relative (the root is ``.``); the archive en
 from __future__ import annotations
 
 import os
+import re
 import stat
+import struct
 from dataclasses import dataclass, field
 
+from liveos.confined import PATH_MAX
 from liveos.errors import ImageError, UsageError
 
 NEWC_MAGIC = b"070701"
@@ -23,6 +26,12 @@ TRAILER = "TRAILER!!!"
 MAX_FILE_SIZE = 0xFFFFFFFF
 U32 = 0xFFFFFFFF
 HEADER_FMT = b"070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X"
+#: Longest name field read, its NUL included (Linux PATH_MAX); longer ones are refused unread.
+MAX_NAME_SIZE = PATH_MAX
+#: Longest symlink target read (PATH_MAX with the NUL the kernel adds).
+MAX_LINK_SIZE = PATH_MAX - 1
+#: The 13 fields: exactly 8 hex digits each (``int(x, 16)`` alone accepts ``-1``, ``+1``, `` 1``, ``0_1``).
+_FIELDS = re.compile(rb"[0-9A-Fa-f]{104}")
 
 
 def pad4(n: int) -> int:
@@ -78,11 +87,29 @@ class CpioHeader:
         magic = bytes(data[:6])
         if magic not in (NEWC_MAGIC, NEWC_CRC_MAGIC):
             raise ImageError(f"bad cpio magic {magic!r}: only newc (070701/070702) archives are supported")
-        try:
-            fields = [int(data[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
-        except ValueError:
-            raise ImageError(f"corrupt newc header: {bytes(data[:HEADER_SIZE])!r}") from None
-        return cls(*fields)
+        raw = bytes(data[6:HEADER_SIZE])
+        if not _FIELDS.fullmatch(raw):
+            raise ImageError(f"corrupt newc header (fields must be 8 hex digits each): {magic + raw!r}")
+        return cls(*struct.unpack(">13I", bytes.fromhex(raw.decode("ascii"))))
+
+    def check_sizes(self) -> None:
+        """Refuse name and symlink sizes no real archive has, before their bytes are read."""
+        if not 2 <= self.namesize <= MAX_NAME_SIZE:
+            raise ImageError(
+                f"corrupt newc header: name size {self.namesize} (2 to {MAX_NAME_SIZE}, the NUL included)"
+            )
+        if stat.S_ISLNK(self.mode) and self.filesize > MAX_LINK_SIZE:
+            raise ImageError(
+                f"corrupt newc header: symlink target of {self.filesize} bytes (at most {MAX_LINK_SIZE})"
+            )
+
+    def decode_name(self, raw: bytes) -> str:
+        """The name from the ``namesize`` bytes of the name field: NUL-terminated, no other NUL."""
+        if len(raw) != self.namesize or raw[-1:] != b"\0" or b"\0" in raw[:-1] or len(raw) < 2:
+            raise ImageError(
+                f"corrupt newc name {raw[:64]!r}: empty, not NUL-terminated or with a NUL inside"
+            )
+        return os.fsdecode(raw[:-1])
 
     @property
     def data_offset(self) -> int:
@@ -211,10 +238,11 @@ class CpioEntry:
     def parse(cls, data: bytes) -> CpioEntry:
         """Parse one complete member from the start of ``data`` (the inverse of :meth:`pack`)."""
         header = CpioHeader.parse(data)
+        header.check_sizes()
         name_end = HEADER_SIZE + header.namesize
-        if header.namesize < 1 or len(data) < name_end:
+        if len(data) < name_end:
             raise ImageError("truncated newc name")
-        name = os.fsdecode(bytes(data[HEADER_SIZE : name_end - 1]))
+        name = header.decode_name(bytes(data[HEADER_SIZE:name_end]))
         start = header.data_offset
         if len(data) < start + header.filesize:
             raise ImageError(f"truncated data of {name!r}")

@@ -8,7 +8,6 @@ entries are rendered as plain ``menuentry`` blocks, newest kernel first, rescue 
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,14 +16,20 @@ from typing import Self
 
 from liveos.errors import ImageError
 from liveos.grub.config import GrubConfig
-from liveos.grub.kernelargs import KernelArg, KernelArgs
-from liveos.grub.lexer import Token, quote, tokenize
+from liveos.grub.kernelargs import MAX_KERNEL_ARGS, KernelArg, KernelArgs
+from liveos.grub.lexer import Token, TokenKind, TooManyTokens, quote, syntax_error, tokenize
 from liveos.grub.splice import ArgSite, KernelArgEditor, Splice
 from liveos.versions import Version
 
 #: Keys that point at binaries grub's blscfg cannot boot the classic way.
 UNSUPPORTED_KEYS = ("efi", "uki", "uki-url")
+#: Longest ``version`` and ``linux`` file name accepted (NAME_MAX): versions are compared number by
+#: number, and a hostile entry's thousand-digit "number" is no version.
+MAX_NAME = 255
 SINGLE_KEYS = ("title", "version", "linux")
+#: A line's key: the text before the first blank (space, tab; and carriage return, a blank to the
+#: grub words of ``options`` too: deleting an argument must not glue the next one to the key).
+_KEY = re.compile(r"[ \t\r]*([^ \t\r]+)[ \t\r]*")
 
 
 @dataclass(frozen=True)
@@ -36,11 +41,6 @@ class BlsLine:
     value_start: int
     value_end: int  #: end of the value (before trailing blanks and the newline)
     end: int  #: offset just past the newline
-
-
-def _shift(token: Token, delta: int) -> Token:
-    parts = tuple(dataclasses.replace(p, start=p.start + delta, end=p.end + delta) for p in token.parts)
-    return dataclasses.replace(token, start=token.start + delta, end=token.end + delta, parts=parts)
 
 
 class BlsEntry(KernelArgEditor):
@@ -55,14 +55,16 @@ class BlsEntry(KernelArgEditor):
 
     def _parse(self) -> None:
         lines: list[BlsLine] = []
+        text = self._source
         offset = 0
-        for raw in self._text.splitlines(keepends=True):
-            start, offset = offset, offset + len(raw)
-            body = raw.rstrip("\r\n")
-            match = re.match(r"[ \t]*(\S+)[ \t]*", body)
+        while offset < len(text):  # lines end at a newline only (not at \f, \v, \x85 ... as in splitlines)
+            newline = text.find("\n", offset)
+            start, offset = offset, len(text) if newline < 0 else newline + 1
+            body = text[start:offset].rstrip("\r\n")
+            match = _KEY.match(body)
             if match is None or match.group(1).startswith("#"):
                 continue
-            value = body[match.end() :].rstrip(" \t")
+            value = body[match.end() :].rstrip(" \t\r")
             lines.append(
                 BlsLine(
                     key=match.group(1),
@@ -74,7 +76,7 @@ class BlsEntry(KernelArgEditor):
                     end=offset,
                 )
             )
-        self.lines = lines
+        self._lines = lines
         for key in UNSUPPORTED_KEYS:
             if self.values(key):
                 raise self._error(f"uses the '{key}' key, which grub's blscfg cannot boot")
@@ -83,6 +85,15 @@ class BlsEntry(KernelArgEditor):
                 raise self._error(f"has more than one '{key}' line")
         if not self.values("linux"):
             raise self._error("has no 'linux' line")
+        for what, value in (("version", self.version), ("linux file name", Path(self.linux).name)):
+            if len(value) > MAX_NAME:
+                raise self._error(f"its {what} is {len(value)} characters long, more than {MAX_NAME}")
+
+    @property
+    def lines(self) -> list[BlsLine]:
+        """The ``key value`` lines, in file order (comments and blank lines left out)."""
+        self._model()
+        return self._lines
 
     def values(self, key: str) -> list[str]:
         return [line.value for line in self.lines if line.key == key]
@@ -120,13 +131,23 @@ class BlsEntry(KernelArgEditor):
         if not option_lines:
             return None
         for line in option_lines:
-            value = self._text[line.value_start : line.value_end]
-            tokens = [_shift(t, line.value_start) for t in tokenize(value, self.path)]
+            try:
+                tokens = tokenize(
+                    self._text, self.path, start=line.value_start, end=line.value_end, limit=MAX_KERNEL_ARGS
+                )
+            except TooManyTokens as exc:
+                raise _too_many_args(self.path) from exc
             previous = line.key_end
             for token in tokens:
+                if token.kind is not TokenKind.WORD:
+                    raise syntax_error(
+                        self._text, token.start, f"unexpected {token.source!r} in the options", self.path
+                    )
                 words.append(token)
                 prev_ends.append(previous)
                 previous = token.end
+        if len(words) > MAX_KERNEL_ARGS:
+            raise _too_many_args(self.path)
         return ArgSite(tuple(words), tuple(prev_ends), option_lines[0].key_end)
 
     @property
@@ -134,10 +155,12 @@ class BlsEntry(KernelArgEditor):
         site = self._options_site()
         return site.args if site else KernelArgs()
 
-    def _arg_splices(self, edit: Callable[[KernelArgs], KernelArgs]) -> list[Splice]:
+    def _arg_sites(self) -> list[ArgSite] | None:
         site = self._options_site()
-        if site is not None:
-            return site.diff(edit(site.args))
+        return None if site is None else [site]
+
+    def _arg_splices(self, edit: Callable[[KernelArgs], KernelArgs]) -> list[Splice]:
+        """No ``options`` line: one is added if ``edit`` adds arguments."""
         target = edit(KernelArgs())
         return [self._append_line("options", target.render())] if len(target) else []
 
@@ -159,7 +182,8 @@ class BlsEntry(KernelArgEditor):
         first, *rest = initrd_lines
         splices = [Splice(line.start, line.end, "") for line in rest]
         if first.value != path:
-            splices.append(Splice(first.value_start, first.value_end, path))
+            blank = "" if first.value_start > first.key_end else " "  # 'initrd' alone on its line
+            splices.append(Splice(first.value_start, first.value_end, blank + path))
         return self._apply(splices)
 
     def prefix_boot_paths(self, prefix: str = "/boot") -> Self:
@@ -187,13 +211,27 @@ class BlsEntry(KernelArgEditor):
         return "\n".join([*lines, "}"]) + "\n"
 
 
+def _too_many_args(path: str | None) -> ImageError:
+    return ImageError(
+        f"BLS entry {path or ''}: its options have more than {MAX_KERNEL_ARGS} arguments (the kernel "
+        "keeps only the first few KiB of its command line)".replace(" :", ":"),
+        path=path,
+        hint="fix or remove the entry under /boot/loader/entries in the image",
+    )
+
+
 def _inline(args: KernelArgs, kernelopts: KernelArgs) -> KernelArgs:
     out: list[KernelArg] = []
+    seen: set[KernelArg] = set()  # a set: a hostile grubenv may hold thousands of arguments
     for arg in args:
         if arg.is_kernelopts:
-            out.extend(KernelArg(a.text, a.expands) for a in kernelopts if KernelArg(a.text) not in out)
+            for opt in kernelopts:
+                if KernelArg(opt.text) not in seen:
+                    out.append(KernelArg(opt.text, opt.expands))
+                    seen.add(out[-1])
         else:
             out.append(arg)
+            seen.add(arg)
     return KernelArgs(tuple(out))
 
 

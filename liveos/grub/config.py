@@ -8,20 +8,23 @@ edited config differs from the original only where it was edited.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Self
 
 from liveos.errors import ImageError
-from liveos.grub.kernelargs import KernelArgs
-from liveos.grub.lexer import PartKind, Token, TokenKind, quote, tokenize
+from liveos.grub.kernelargs import MAX_KERNEL_ARGS, KernelArgs
+from liveos.grub.lexer import Part, PartKind, Token, TokenKind, gc_paused, quote, shown, tokenize
 from liveos.grub.parser import (
     DEVICE,
+    EDITED_MAX_TOKENS,
     INITRD_COMMANDS,
     LINUX_COMMANDS,
+    MAX_TOKENS,
     SEARCH_COMMANDS,
     UNKNOWN,
     Command,
+    MenuEntry,
     expand_parts,
     parse_commands,
     split_assignment,
@@ -41,14 +44,83 @@ class KernelLine:
 
 #: Replaces a removed command where grub's grammar needs one (if/else branch, menuentry, function body).
 NOOP_COMMAND = "true"
+#: Characters the variable expansions of one pass over a config may produce, per character of the
+#: config (plus a floor): ``set a=$a$a`` repeated doubles a value each time, so a small hostile
+#: config could otherwise ask for more memory than exists.
+EXPANSION_FACTOR = 8
+EXPANSION_FLOOR = 1 << 20
+_VAR_NAME = re.compile(r"[A-Za-z0-9_]+")
+_BLANKS = re.compile(r"[ \t]*")
+
+
+class _Scope:
+    """grub's variables as the ``set`` commands of a config define them, followed in file order."""
+
+    def __init__(self, config: GrubConfig, env: Mapping[str, str] | None) -> None:
+        self.config = config
+        self.values = dict(env or {})
+        self.budget = EXPANSION_FACTOR * len(config.render()) + EXPANSION_FLOOR
+
+    def expand(self, command: Command, parts: Sequence[Part]) -> str:
+        """``parts`` with known variables substituted (see :func:`expand_parts`), within the budget."""
+        values = self.values
+        size = 0
+        for part in parts:
+            size += len(values.get(part.text, part.text) if part.is_var else part.text) + 2
+        self.budget -= size
+        if self.budget < 0:
+            raise self.config._error(
+                command,
+                "its variables expand to more text than the config could mean "
+                "(a 'set' that doubles a variable, again and again?)",
+                hint="fix the grub config in the image",
+            )
+        return expand_parts(parts, values)
+
+    def track(self, command: Command) -> tuple[str, Token] | None:
+        """Follow ``set NAME=VALUE`` and grub's bare ``NAME=VALUE`` command: the name and the word
+        assigning it, if ``command`` is one."""
+        if command.name == "set" and len(command.words) == 2:
+            word = command.words[1]
+        elif len(command.words) == 1 and _ASSIGNMENT.match(command.words[0].source):
+            word = command.words[0]
+        else:
+            return None
+        assignment = split_assignment(word)
+        if assignment is None:
+            return None
+        name, parts = assignment
+        value = self.expand(command, parts)
+        if UNKNOWN in value:
+            self.values.pop(name, None)
+        else:
+            self.values[name] = value
+        return name, word
+
+
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
 
 class GrubConfig(KernelArgEditor):
     """A parsed grub.cfg that renders back byte-identical and edits with minimal byte changes."""
 
     def _parse(self) -> None:
-        tokens = tokenize(self._text, self.path)
-        self.commands, self.menu_entries = parse_commands(self._text, tokens, self.path)
+        with gc_paused():
+            limit = EDITED_MAX_TOKENS if self._edited else MAX_TOKENS
+            tokens = tokenize(self._source, self.path, limit=limit)
+            self._commands, self._menu_entries = parse_commands(self._source, tokens, self.path)
+
+    @property
+    def commands(self) -> list[Command]:
+        """Every simple command, in file order."""
+        self._model()
+        return self._commands
+
+    @property
+    def menu_entries(self) -> list[MenuEntry]:
+        """Every ``menuentry`` and ``submenu`` block, in the order they close."""
+        self._model()
+        return self._menu_entries
 
     def __str__(self) -> str:
         return self._text
@@ -73,44 +145,25 @@ class GrubConfig(KernelArgEditor):
 
     def env_files(self, env: Mapping[str, str] | None = None) -> list[str]:
         """Files read by ``load_env -f FILE``, variables resolved where ``set`` defines them."""
-        values = dict(env or {})
+        scope = _Scope(self, env)
         out = []
         for command in self.commands:
-            self._track_set(command, values)
+            scope.track(command)
             if command.name != "load_env":
                 continue
             for i, word in enumerate(command.args):
                 if word.literal in ("-f", "--file") and i + 1 < len(command.args):
                     target = command.args[i + 1]
-                    path = expand_parts(target.parts, values)
+                    path = scope.expand(command, target.parts)
                     out.append(target.template() if UNKNOWN in path else path)
         return out
 
     def variables(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
         """Values of ``set NAME=VALUE`` in file order (``env``: e.g. values from ``load_env`` files)."""
-        values = dict(env or {})
+        scope = _Scope(self, env)
         for command in self.commands:
-            self._track_set(command, values)
-        return values
-
-    @staticmethod
-    def _track_set(command: Command, values: dict[str, str]) -> None:
-        """Follow ``set NAME=VALUE`` and grub's bare ``NAME=VALUE`` command."""
-        if command.name == "set" and len(command.args) == 1:
-            word = command.args[0]
-        elif len(command.words) == 1 and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", command.words[0].source):
-            word = command.words[0]
-        else:
-            return
-        assignment = split_assignment(word)
-        if assignment is None:
-            return
-        name, parts = assignment
-        value = expand_parts(parts, values)
-        if UNKNOWN in value:
-            values.pop(name, None)
-        else:
-            values[name] = value
+            scope.track(command)
+        return scope.values
 
     def kernel_args(self) -> list[KernelArgs]:
         """The arguments of every ``linux`` command, in file order."""
@@ -125,50 +178,54 @@ class GrubConfig(KernelArgEditor):
         return self._paths(INITRD_COMMANDS, env)
 
     def _paths(self, names: frozenset[str], env: Mapping[str, str] | None) -> list[str]:
-        values = dict(env or {})
-        out: list[str] = []
+        scope = _Scope(self, env)
+        out: dict[str, None] = {}  # unique, in file order
         for command in self.commands:
-            self._track_set(command, values)
+            scope.track(command)
             if command.name not in names:
                 continue
             words = command.args[:1] if names is LINUX_COMMANDS else command.args
             if not words:
                 raise self._error(command, f"'{command.name}' has no file path")
             for word in words:
-                path = DEVICE.sub("", expand_parts(word.parts, values))
+                path = DEVICE.sub("", scope.expand(command, word.parts))
                 if UNKNOWN in path:
                     unknown = path.split(UNKNOWN)[1]
                     raise self._error(
                         command,
-                        f"cannot resolve ${unknown} in '{word.source}'",
+                        f"cannot resolve ${shown(unknown)[1:-1]} in {shown(word.source)}",
                         hint="pass the variables of the env files it loads "
                         f"({', '.join(self.env_files()) or 'none found'}) as env=",
                     )
-                if path not in out:
-                    out.append(path)
-        return out
+                out[path] = None
+        return list(out)
 
     def kernel_lines(self, env: Mapping[str, str] | None = None) -> list[KernelLine]:
         """Every ``linux`` command with its menu path, kernel, the initrds loaded after it in the
         same entry, and its arguments (variables from ``set`` resolved in the paths)."""
-        values = dict(env or {})
+        scope = _Scope(self, env)
         lines: list[KernelLine] = []
+        initrds: list[list[str]] = []  # of each line: one list (a tuple grown per initrd is quadratic)
         for command in self.commands:
-            self._track_set(command, values)
+            scope.track(command)
             if command.name in LINUX_COMMANDS:
                 site = self._linux_site(command)
-                kernel = _shown_path(command.args[0], values)
+                kernel = _shown_path(scope.expand(command, command.words[1].parts))
                 lines.append(KernelLine(command.menu, kernel, (), site.args))
+                initrds.append([])
             elif command.name in INITRD_COMMANDS and lines and lines[-1].menu == command.menu:
-                paths = tuple(
-                    DEVICE.sub("", expand_parts(w.parts, values)).replace(UNKNOWN, "$") for w in command.args
+                initrds[-1].extend(
+                    DEVICE.sub("", scope.expand(command, w.parts)).replace(UNKNOWN, "$")
+                    for w in command.args
                 )
-                last = lines[-1]
-                lines[-1] = KernelLine(last.menu, last.kernel, last.initrds + paths, last.args)
-        return lines
+        return [
+            KernelLine(line.menu, line.kernel, tuple(paths), line.args)
+            for line, paths in zip(lines, initrds, strict=True)
+        ]
 
     def _error(self, command: Command, message: str, hint: str | None = None) -> ImageError:
-        line = self._text.count("\n", 0, command.start) + 1
+        """An error about ``command`` naming the file and line (messages quote hostile text shortened)."""
+        line = self._source.count("\n", 0, command.start) + 1  # the text the command was parsed from
         where = f"{self.path}:{line}" if self.path else f"line {line}"
         return ImageError(f"grub config {where}: {message}", path=self.path, hint=hint)
 
@@ -177,24 +234,21 @@ class GrubConfig(KernelArgEditor):
         words = command.words
         if len(words) < 2:
             raise self._error(command, f"'{command.name}' has no kernel path")
+        if len(words) - 2 > MAX_KERNEL_ARGS:
+            raise self._error(command, f"'{command.name}' has more than {MAX_KERNEL_ARGS} arguments")
         args = words[2:]
         prev_ends = tuple(words[i + 1].end for i in range(len(args)))
         return ArgSite(tuple(args), prev_ends, words[1].end)
 
-    def _arg_splices(self, edit: Callable[[KernelArgs], KernelArgs]) -> list[Splice]:
-        """The splices that apply ``edit`` to the arguments of every ``linux`` command."""
-        splices: list[Splice] = []
-        for command in self.linux_commands():
-            site = self._linux_site(command)
-            splices += site.diff(edit(site.args))
-        return splices
+    def _arg_sites(self) -> list[ArgSite]:
+        return [self._linux_site(command) for command in self.linux_commands()]
 
     # ------------------------------------------------------------------ search
     def set_search_label(self, label: str) -> Self:
         """Every ``search`` finds the media by volume label, setting the variable it set before."""
         splices = []
         for command in self.search_commands():
-            text = f"search --no-floppy --set={_search_var(command)} --label {quote(label)}"
+            text = f"search --no-floppy {_search_set(command)} --label {quote(label)}"
             if self._text[command.start : command.end] != text:
                 splices.append(Splice(command.start, command.end, text))
         return self._apply(splices)
@@ -226,17 +280,22 @@ class GrubConfig(KernelArgEditor):
         return self._apply(splices)
 
     def _removal(self, command: Command) -> Splice:
+        """The splice that deletes ``command``: its line when it is alone on it, with its ``;``.
+
+        Only the blanks next to the command are looked at (never the whole line: a hostile line
+        may hold a hundred thousand commands).
+        """
         text = self._text
-        line_start = text.rfind("\n", 0, command.start) + 1
         term = command.terminator
-        alone_before = not text[line_start : command.start].strip(" \t")
         if term is not None and term.kind is TokenKind.SEMI:
-            end = term.end
-            while end < len(text) and text[end] in " \t":
-                end += 1
-            return Splice(command.start, end, "")
-        if alone_before and (term is None or term.kind is TokenKind.NEWLINE):
-            return Splice(line_start, term.end if term else command.end, "")
+            blanks = _BLANKS.match(text, term.end)
+            return Splice(command.start, blanks.end() if blanks else term.end, "")
+        if term is None or term.kind is TokenKind.NEWLINE:
+            line_start = command.start
+            while line_start > 0 and text[line_start - 1] in " \t":
+                line_start -= 1
+            if line_start == 0 or text[line_start - 1] == "\n":
+                return Splice(line_start, term.end if term else command.end, "")
         return Splice(command.start, command.end, "")
 
     # ------------------------------------------------------------------ paths
@@ -264,18 +323,16 @@ class GrubConfig(KernelArgEditor):
 
     def prefix_boot_paths(self, prefix: str = "/boot") -> Self:
         """Kernel/initrd paths relative to a separate /boot partition get ``prefix`` (``/vmlinuz`` ->
-        ``/boot/vmlinuz``); a leading ``$var`` set by a literal ``set`` gets it in that ``set``.
+        ``/boot/vmlinuz``); a leading ``$var`` assigned once, literally, gets it in that assignment.
         """
         prefix = "/" + prefix.strip("/")
         splices: dict[int, Splice] = {}
-        values: dict[str, str] = {}
-        sets: dict[str, list[Command]] = {}
+        scope = _Scope(self, None)
+        sets: dict[str, list[Token]] = {}  # every assignment (``set x=``, ``x=``) of each variable
         for command in self.commands:
-            self._track_set(command, values)
-            if command.name == "set" and len(command.args) == 1:
-                assignment = split_assignment(command.args[0])
-                if assignment:
-                    sets.setdefault(assignment[0], []).append(command)
+            assignment = scope.track(command)
+            if assignment is not None:
+                sets.setdefault(assignment[0], []).append(assignment[1])
             if command.name in LINUX_COMMANDS:
                 words = command.args[:1]
             elif command.name in INITRD_COMMANDS:
@@ -283,7 +340,7 @@ class GrubConfig(KernelArgEditor):
             else:
                 continue
             for word in words:
-                splice = self._prefix_word(word, prefix, values, sets)
+                splice = self._prefix_word(command, word, prefix, scope, sets)
                 if splice is not None:
                     splices[splice.start] = splice
         return self._apply(list(splices.values()))
@@ -293,19 +350,22 @@ class GrubConfig(KernelArgEditor):
         return self._apply([Splice(command.start, command.end, text)])
 
     def _prefix_word(
-        self, word: Token, prefix: str, values: Mapping[str, str], sets: Mapping[str, list[Command]]
+        self, command: Command, word: Token, prefix: str, scope: _Scope, sets: Mapping[str, list[Token]]
     ) -> Splice | None:
-        resolved = DEVICE.sub("", expand_parts(word.parts, values))
+        values = scope.values
+        resolved = DEVICE.sub("", scope.expand(command, word.parts))
         if resolved == prefix or resolved.startswith(prefix + "/"):
+            return None
+        if not resolved.startswith("/"):  # 'vmlinuz', '$unknown/x': no path to put under /boot
             return None
         first = word.parts[0]
         if first.is_var:
-            # '$bootprefix/vmlinuz' with 'set bootprefix=' (empty): fix the one literal set.
+            # '$bootprefix/vmlinuz' with 'set bootprefix=' (empty): fix the one literal assignment.
             head = values.get(first.text)
             assigned = sets.get(first.text, [])
             if head is None or head == prefix or head.startswith(prefix + "/") or len(assigned) != 1:
                 return None
-            set_word = assigned[0].args[0]
+            set_word = assigned[0]
             split = split_assignment(set_word)
             if split is None or any(p.is_var for p in split[1]):
                 return None
@@ -322,16 +382,28 @@ class GrubConfig(KernelArgEditor):
         return Splice(insert_at, insert_at, quote(prefix))
 
 
-def _search_var(command: Command) -> str:
-    """The variable a ``search`` sets: ``--set=VAR`` (``--set``/``-s`` alone: root)."""
-    args = [w.template() for w in command.args]
+def _search_set(command: Command) -> str:
+    """The ``--set=VAR`` word setting the variable the ``search`` set (``--set``/``-s`` alone: root).
+
+    A name that is not plain (quoted, expanded) keeps its own spelling as one word: written bare it
+    could become several words or commands, and the edit would change again when repeated.
+    """
     if command.name != "search":
-        positional = [a for a in args if not a.startswith("-")]
-        return positional[1] if len(positional) > 1 else "root"
-    for arg in args:
-        if arg.startswith("--set="):
-            return arg.split("=", 1)[1] or "root"
-    return "root"
+        positional = [w for w in command.args if not w.template().startswith("-")]
+        if len(positional) < 2:
+            return "--set=root"
+        var = positional[1]
+        if not var.template():
+            return "--set=root"
+        return f"--set={var.template()}" if _VAR_NAME.fullmatch(var.template()) else f"--set={var.source}"
+    for word in command.args:
+        template = word.template()
+        if template.startswith("--set="):
+            name = template.split("=", 1)[1]
+            if not name:
+                return "--set=root"
+            return f"--set={name}" if _VAR_NAME.fullmatch(name) else word.source
+    return "--set=root"
 
 
 def _search_label(command: Command) -> str | None:
@@ -346,8 +418,6 @@ def _search_label(command: Command) -> str | None:
     return positional[0] if positional else None
 
 
-def _shown_path(word: Token, values: Mapping[str, str]) -> str:
-    """A path word with known variables resolved, ``(device)`` dropped, unknown ones as ``$name``."""
-    return (
-        DEVICE.sub("", expand_parts(word.parts, values)).replace(UNKNOWN + "", "$", 1).replace(UNKNOWN, "")
-    )
+def _shown_path(expanded: str) -> str:
+    """An expanded path with ``(device)`` dropped and unknown variables shown as ``$name``."""
+    return DEVICE.sub("", expanded).replace(UNKNOWN + "", "$", 1).replace(UNKNOWN, "")

@@ -10,14 +10,19 @@ and their ``origin`` index, which is how :mod:`liveos.grub.config` splices only 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from liveos.errors import ImageError, UsageError
-from liveos.grub.lexer import Token, TokenKind, quote, tokenize
+from liveos.grub.lexer import Token, TokenKind, TooManyTokens, quote, tokenize
 
+#: Most arguments one command line may have: the kernel keeps 2 KiB of its command line on x86
+#: and arm64 (COMMAND_LINE_SIZE), 4 KiB on a few others; a longer line is hostile, not a boot.
+MAX_KERNEL_ARGS = 4096
 #: Written by grub2-mkconfig/BLS setups; new arguments go before it so the OS defaults stay last.
 KERNELOPTS_SOURCES = ("$kernelopts", "${kernelopts}")
+_SPACE = re.compile(r"\s")
 
 
 class ArgSyntax(enum.StrEnum):
@@ -37,7 +42,7 @@ class KernelArg:
     @classmethod
     def of(cls, name: str, value: str | None = None) -> KernelArg:
         """``name`` (a flag) or ``name=value``."""
-        if not name or "=" in name or any(c.isspace() for c in name):
+        if not name or "=" in name or _SPACE.search(name):
             raise UsageError(f"invalid kernel argument name {name!r}")
         return cls(name if value is None else f"{name}={value}")
 
@@ -66,7 +71,7 @@ class KernelArg:
             cut = text.find("$")
             eq = text.find("=", 0, cut)
             return text[:eq] if eq > 0 else None
-        return text.split("=", 1)[0]
+        return text.partition("=")[0]
 
     @property
     def value(self) -> str | None:
@@ -84,13 +89,30 @@ class KernelArg:
             return self.text
         if syntax is ArgSyntax.GRUB:
             return self.source if self.source is not None else quote(self.text)
-        if not any(c.isspace() for c in self.text):
+        if not self.text:
+            return '""'  # an empty argument stays one (the kernel reads "" as an empty word)
+        if not _SPACE.search(self.text):
             return self.text
         name, eq, value = self.text.partition("=")
-        return f'{name}="{value}"' if eq else f'"{self.text}"'
+        return f'{name}="{value}"' if eq and not _SPACE.search(name) else f'"{self.text}"'
 
     def __str__(self) -> str:
         return self.render()
+
+
+def _check_count(count: int, path: str | None) -> None:
+    """Refuse a command line of more than :data:`MAX_KERNEL_ARGS` arguments."""
+    if count > MAX_KERNEL_ARGS:
+        raise _too_many(path)
+
+
+def _too_many(path: str | None) -> ImageError:
+    return ImageError(
+        f"a kernel command line has more than {MAX_KERNEL_ARGS} arguments: the kernel keeps only "
+        "its first few KiB",
+        path=path,
+        hint="fix the kernel command line in the image",
+    )
 
 
 def _as_arg(arg: str | KernelArg) -> KernelArg:
@@ -105,9 +127,17 @@ class KernelArgs:
 
     @classmethod
     def parse(cls, text: str, syntax: ArgSyntax = ArgSyntax.GRUB, *, path: str | None = None) -> KernelArgs:
+        """The arguments of ``text``; :class:`ImageError` on bad grub syntax or absurdly many of them."""
         if syntax is ArgSyntax.KERNEL:
-            return cls(tuple(KernelArg(word, origin=i) for i, word in enumerate(_split_kernel(text))))
-        return cls.from_tokens(tokenize(text, path), path=path)
+            words = _split_kernel(text)
+            _check_count(len(words), path)
+            return cls(tuple(KernelArg(word, origin=i) for i, word in enumerate(words)))
+        try:
+            tokens = tokenize(text, path, limit=MAX_KERNEL_ARGS)
+        except TooManyTokens as exc:
+            raise _too_many(path) from exc
+        _check_count(len(tokens), path)
+        return cls.from_tokens(tokens, path=path)
 
     @classmethod
     def from_tokens(cls, tokens: Iterable[Token], *, path: str | None = None) -> KernelArgs:
@@ -152,17 +182,22 @@ class KernelArgs:
     def _insert_index(self) -> int:
         """New arguments go before ``$kernelopts`` (so the OS defaults stay last), else at the end."""
         for i, arg in enumerate(self.args):
-            if arg.is_kernelopts:
+            if arg.expands and arg.text in KERNELOPTS_SOURCES:
                 return i
         return len(self.args)
 
     def append(self, *args: str | KernelArg) -> KernelArgs:
         """Add arguments that are not already present verbatim (before ``$kernelopts``)."""
         out = list(self.args)
+        present = {(a.text, a.expands) for a in out}  # what equality compares; one pass, no __eq__
+        index = self._insert_index()
         for arg in map(_as_arg, args):
-            if arg not in out:
-                index = KernelArgs(tuple(out))._insert_index()
+            key = (arg.text, arg.expands)
+            if key not in present:
+                present.add(key)
                 out.insert(index, arg)
+                if not arg.is_kernelopts:  # a new $kernelopts stays after what follows
+                    index += 1
         return KernelArgs(tuple(out))
 
     def remove(self, *names: str) -> KernelArgs:
@@ -180,35 +215,26 @@ class KernelArgs:
         """
         new_arg = _as_arg(new)
         names = set(names)
-        hits = [i for i, arg in enumerate(self.args) if arg.name in names or arg == new_arg]
+        key = (new_arg.text, new_arg.expands)
+        hits = [i for i, arg in enumerate(self.args) if arg.name in names or (arg.text, arg.expands) == key]
         if not hits:
             return self.append(new_arg)
         keep = hits[0] if where == "first" else hits[-1]
+        dropped = set(hits)
         out = []
         for i, arg in enumerate(self.args):
             if i == keep:
                 out.append(arg if arg == new_arg else new_arg)
-            elif i not in hits:
+            elif i not in dropped:
                 out.append(arg)
         return KernelArgs(tuple(out))
 
 
+#: One argument as the kernel's ``next_arg`` reads it: a run of non-blanks in which ``"`` toggles
+#: quoting (blanks inside quotes belong to the argument; an unclosed quote runs to the end).
+_KERNEL_WORD = re.compile(r'(?:[^\s"]++|"[^"]*+"?)++')
+
+
 def _split_kernel(text: str) -> list[str]:
     """Split like the kernel's ``next_arg``: blanks separate, ``"`` toggles quoting and is dropped."""
-    words: list[str] = []
-    current: list[str] = []
-    in_word = in_quotes = False
-    for char in text:
-        if char == '"':
-            in_quotes = not in_quotes
-            in_word = True
-        elif char.isspace() and not in_quotes:
-            if in_word:
-                words.append("".join(current))
-                current, in_word = [], False
-        else:
-            current.append(char)
-            in_word = True
-    if in_word:
-        words.append("".join(current))
-    return words
+    return [word.replace('"', "") for word in _KERNEL_WORD.findall(text)]

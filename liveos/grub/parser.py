@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from liveos.errors import ImageError
 from liveos.grub.lexer import Part, Token, TokenKind, syntax_error
@@ -19,8 +20,7 @@ INITRD_COMMANDS = frozenset({"initrd", "initrdefi", "initrd16"})
 SEARCH_COMMANDS = frozenset({"search", "search.fs_uuid", "search.fs_label", "search.file"})
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """A simple command: its words (name first), where it sits, and what ended it."""
 
     words: tuple[Token, ...]
@@ -56,7 +56,15 @@ class MenuEntry:
     parents: tuple[str, ...]  #: titles of enclosing submenus
     start: int  #: offset of the ``menuentry`` word
     end: int  #: offset just past the closing ``}``
-    commands: tuple[Command, ...] = field(default=(), repr=False)
+    #: every command of the parse, and which of them are this block's: a nested block shares the
+    #: list instead of copying it (a copy per level is quadratic in the nesting).
+    all_commands: Sequence[Command] = field(default=(), repr=False, compare=False)
+    span: tuple[int, int] = field(default=(0, 0), repr=False, compare=False)
+
+    @property
+    def commands(self) -> tuple[Command, ...]:
+        first, last = self.span
+        return tuple(self.all_commands[first:last])
 
     @property
     def path(self) -> tuple[str, ...]:
@@ -65,16 +73,28 @@ class MenuEntry:
 
 #: Deepest block nesting accepted (real configs nest menuentries in a submenu or two).
 MAX_NESTING = 64
+#: Most words and separators (newline, ``;``, braces) in a config: every token is a Python object,
+#: and an edit reads them all again. A grub.cfg that grub-mkconfig writes for a hundred kernels
+#: has some 40000; a hostile 1 MiB config of one-letter commands has a million.
+MAX_TOKENS = 100_000
+#: How much more an edited config may have: the edits add a few arguments to every ``linux`` line
+#: (a config of nothing but short ``linux`` lines grows 2.5 times), BLS entries become menu entries.
+EDITED_MAX_TOKENS = 4 * MAX_TOKENS
 
 
 @dataclass
 class _Frame:
     kind: str  # top, menuentry, submenu, function, if, loop
     opener: Token | None
-    title: str = ""
+    menu: tuple[str, ...] = ()  #: titles of the menu blocks open here, outermost first
     branch: int = 0
     condition: bool = False
     start: int = 0
+    first: int = 0  #: index of its first command
+
+
+_BLOCK_OPENERS = ("menuentry", "submenu", "function")
+_KEYWORDS = frozenset({"if", "while", "until", "elif", "else", "then", "do", "fi", "done", "for", "!"})
 
 
 class _Parser:
@@ -85,10 +105,10 @@ class _Parser:
         self.tokens = tokens
         self.path = path
         self.branches = 0
-        self.stack = [_Frame("top", None)]
+        self.frame = _Frame("top", None)
+        self.stack = [self.frame]
         self.commands: list[Command] = []
         self.entries: list[MenuEntry] = []
-        self.entry_commands: list[list[Command]] = []
         self.words: list[Token] = []
         self.skip_words = False  # after 'for': 'x in a b c' is not a command
 
@@ -104,7 +124,14 @@ class _Parser:
                 f"blocks nested more than {MAX_NESTING} deep",
                 self.path,
             )
+        frame.first = len(self.commands)
         self.stack.append(frame)
+        self.frame = frame
+
+    def pop(self) -> _Frame:
+        frame = self.stack.pop()
+        self.frame = self.stack[-1]
+        return frame
 
     def new_branch(self, frame: _Frame, *, condition: bool) -> None:
         self.branches += 1
@@ -112,22 +139,27 @@ class _Parser:
         frame.condition = condition
 
     def run(self) -> tuple[list[Command], list[MenuEntry]]:
+        word_kind, newline, semi = TokenKind.WORD, TokenKind.NEWLINE, TokenKind.SEMI
         for token in self.tokens:
-            if token.kind is TokenKind.WORD:
-                self.word(token)
-            elif token.kind in (TokenKind.NEWLINE, TokenKind.SEMI):
-                if token.kind is TokenKind.NEWLINE and self.opens_block():
+            kind = token.kind
+            if kind is word_kind:
+                if self.words:  # an argument: the common case, kept short
+                    self.words.append(token)
+                else:
+                    self.word(token)
+            elif kind is newline or kind is semi:
+                if kind is newline and self.opens_block():
                     continue  # 'menuentry x' NEWLINE '{' is allowed
                 self.end_command(token)
-            elif token.kind is TokenKind.LBRACE:
+            elif kind is TokenKind.LBRACE:
                 self.open_block(token)
-            elif token.kind is TokenKind.RBRACE:
+            elif kind is TokenKind.RBRACE:
                 self.end_command(token)
                 self.close_block(token)
             else:
                 raise self.error(token, f"'{token.source}' is not supported by grub's script parser")
         self.end_command(None)
-        frame = self.stack[-1]
+        frame = self.frame
         if frame.kind != "top":
             closer = {"if": "fi", "loop": "done"}.get(frame.kind, "}")
             raise self.error(
@@ -136,17 +168,19 @@ class _Parser:
         return self.commands, self.entries
 
     def opens_block(self) -> bool:
-        return bool(self.words) and self.words[0].keyword in ("menuentry", "submenu", "function")
+        return bool(self.words) and self.words[0].keyword in _BLOCK_OPENERS
 
     def word(self, token: Token) -> None:
-        frame = self.stack[-1]
-        if self.words or self.skip_words:
-            if not self.skip_words:
-                self.words.append(token)
+        """The first word of a command (or a word after ``for``)."""
+        if self.skip_words:
             return
         keyword = token.keyword
+        if keyword not in _KEYWORDS:
+            self.words.append(token)
+            return
+        frame = self.frame
         if keyword in ("if", "while", "until"):
-            new = _Frame("if" if keyword == "if" else "loop", token, start=token.start)
+            new = _Frame("if" if keyword == "if" else "loop", token, frame.menu, start=token.start)
             self.push(new)
             self.new_branch(new, condition=True)
         elif keyword == "elif" or keyword == "else":
@@ -165,61 +199,57 @@ class _Parser:
             want = "if" if keyword == "fi" else "loop"
             if frame.kind != want or frame.condition:
                 raise self.error(token, f"unexpected '{keyword}'")
-            self.stack.pop()
+            self.pop()
         elif keyword == "for":
-            new = _Frame("loop", token, start=token.start)
+            new = _Frame("loop", token, frame.menu, start=token.start)
             self.push(new)
             self.new_branch(new, condition=True)
             self.skip_words = True
-        elif keyword == "!":
-            return
-        else:
-            self.words.append(token)
+        # '!' negates the command that follows: it is not a word of it
 
     def end_command(self, terminator: Token | None) -> None:
         self.skip_words = False
-        if not self.words:
+        words = self.words
+        if not words:
             return
-        if self.opens_block():
-            raise self.error(self.words[0], f"'{self.words[0].source}' needs a '{{' block")
-        frame = self.stack[-1]
-        command = Command(
-            words=tuple(self.words),
-            menu=tuple(f.title for f in self.stack if f.kind in ("menuentry", "submenu")),
-            terminator=terminator,
-            branch=frame.branch,
-            condition=frame.condition,
-            needs_command=frame.kind != "top",
+        if words[0].keyword in _BLOCK_OPENERS:
+            raise self.error(words[0], f"'{words[0].source}' needs a '{{' block")
+        frame = self.frame
+        self.commands.append(
+            Command(tuple(words), frame.menu, terminator, frame.branch, frame.condition, frame.kind != "top")
         )
         self.words = []
-        self.commands.append(command)
-        for bucket in self.entry_commands:
-            bucket.append(command)
 
     def open_block(self, token: Token) -> None:
         if not self.opens_block():
             raise self.error(token, "'{' outside of a menuentry, submenu or function")
         opener = self.words[0]
         kind = opener.keyword or ""
-        frame = _Frame(kind, opener, title=_entry_title(self.words[1:]) if kind != "function" else "")
-        frame.start = opener.start
+        menu = self.frame.menu
+        if kind != "function":
+            menu = (*menu, _entry_title(self.words[1:]))
+        frame = _Frame(kind, opener, menu, start=opener.start)
         self.words = []
         self.push(frame)
         self.new_branch(frame, condition=False)
-        if kind != "function":
-            self.entry_commands.append([])
 
     def close_block(self, token: Token) -> None:
-        frame = self.stack[-1]
-        if frame.kind not in ("menuentry", "submenu", "function"):
+        frame = self.frame
+        if frame.kind not in _BLOCK_OPENERS:
             raise self.error(token, "unexpected '}'")
-        self.stack.pop()
+        self.pop()
         if frame.kind == "function":
             return
-        commands = self.entry_commands.pop()
-        parents = tuple(f.title for f in self.stack if f.kind in ("menuentry", "submenu"))
         self.entries.append(
-            MenuEntry(frame.kind, frame.title, parents, frame.start, token.end, tuple(commands))
+            MenuEntry(
+                frame.kind,
+                frame.menu[-1],
+                self.frame.menu,
+                frame.start,
+                token.end,
+                self.commands,
+                (frame.first, len(self.commands)),
+            )
         )
 
 

@@ -1,13 +1,16 @@
 """Exact edits of grub text: byte splices, and kernel-argument edits expressed as splices.
 
 A model (grub.cfg, a BLS entry) keeps its original text plus a parse. Every edit computes
-splices against the current parse, applies them all at once and re-parses, so untouched bytes
-(comments, indentation, ``if`` blocks, functions) stay exactly as they were. All edits are
-idempotent (applying one twice equals once) and return the model, so they chain.
+splices against the current parse and applies them all at once, so untouched bytes (comments,
+indentation, ``if`` blocks, functions) stay exactly as they were; the text is parsed again when
+the model is next read. All edits are idempotent (applying one twice equals once) and return the
+model, so they chain. Each costs time linear in the text, and kernel-argument edits in a row
+share one splice and one parse (see :class:`KernelArgEditor`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -58,13 +61,14 @@ class ArgSite:
 
     def diff(self, target: KernelArgs) -> list[Splice]:
         kept = [arg.origin for arg in target if arg.origin is not None]
-        if kept != sorted(kept) or len(set(kept)) != len(kept):
+        if any(a >= b for a, b in itertools.pairwise(kept)):
             raise InternalError("a kernel argument edit reordered existing arguments")
         base = self.base
+        keep = set(kept)
         splices = [
             Splice(base + self.prev_ends[i], base + word.end, "")
             for i, word in enumerate(self.words)
-            if i not in kept
+            if i not in keep
         ]
         pending: list[KernelArg] = []
         anchor = self.head_end
@@ -87,11 +91,21 @@ class ArgSite:
 
 class KernelArgEditor:
     """Text parsed into a model plus the kernel-argument edits, defined once over :meth:`edit_args`
-    (grub.cfg and BLS entries). Every edit returns the model itself, so edits chain."""
+    (grub.cfg and BLS entries). Every edit returns the model itself, so edits chain.
+
+    Kernel-argument edits in a row are composed: each edits the arguments the previous one left
+    (held per command line, not yet in the text), and the text is spliced once, when anything
+    reads the text or the model; an edited text is re-parsed when the model is read. A 1 MiB
+    config would otherwise be re-parsed after every edit.
+    """
 
     def __init__(self, text: str, path: str | None = None) -> None:
         self.path = path
-        self._text = text
+        self._source = text  #: the text, without the pending kernel-argument edits
+        self._sites: list[ArgSite] | None = None  #: of the current parse, once asked for
+        self._pending: list[KernelArgs] | None = None  #: edited arguments of each site, not in the text
+        self._stale = False  #: the model is of an older text
+        self._edited = False  #: the text is not the input any more
         self._parse()
 
     @classmethod
@@ -100,27 +114,73 @@ class KernelArgEditor:
         return cls(text, path)
 
     def _parse(self) -> None:
+        """Parse ``self._source`` into the model (never reads ``self._text``)."""
         raise NotImplementedError
+
+    @property
+    def _text(self) -> str:
+        """The text with every edit made so far."""
+        self._flush()
+        return self._source
 
     def render(self) -> str:
         """The text, byte-identical to the input apart from the edits."""
         return self._text
 
-    def _apply(self, splices: Sequence[Splice]) -> Self:
-        """Splice the text and re-parse the model."""
-        if splices:
-            new = apply_splices(self._text, splices)
-            if new != self._text:
-                self._text = new
+    def _flush(self) -> None:
+        """Splice the pending kernel-argument edits into the text."""
+        if self._pending is None:
+            return
+        pending, self._pending = self._pending, None
+        sites = self._sites or []
+        self._splice([s for site, args in zip(sites, pending, strict=True) for s in site.diff(args)])
+
+    def _model(self) -> None:
+        """Make the model current: pending edits spliced in, an edited text parsed again."""
+        self._flush()
+        if self._stale:
+            self._stale = False
+            try:
                 self._parse()
+            except BaseException:
+                self._stale = True
+                raise
+
+    def _splice(self, splices: Sequence[Splice]) -> None:
+        if splices:
+            new = apply_splices(self._source, splices)
+            if new != self._source:
+                self._source = new
+                self._sites = None
+                self._stale = True
+                self._edited = True
+
+    def _apply(self, splices: Sequence[Splice]) -> Self:
+        """Splice the text (``splices`` index the current text: computed from the current model)."""
+        self._flush()
+        self._splice(splices)
         return self
 
+    def _arg_sites(self) -> list[ArgSite] | None:
+        """Where the kernel command lines of the current parse are; None if there is no line to edit
+        but an edit adds one (see :meth:`_arg_splices`)."""
+        raise NotImplementedError
+
     def _arg_splices(self, edit: Callable[[KernelArgs], KernelArgs]) -> list[Splice]:
+        """The splices applying ``edit`` when :meth:`_arg_sites` is None."""
         raise NotImplementedError
 
     def edit_args(self, edit: Callable[[KernelArgs], KernelArgs]) -> Self:
         """Apply ``edit`` to the arguments of every kernel command line of the model."""
-        return self._apply(self._arg_splices(edit))
+        current = self._pending
+        if current is None:
+            self._model()
+            sites = self._sites = self._arg_sites()
+            if sites is None:
+                return self._apply(self._arg_splices(edit))
+            current = [site.args for site in sites]
+        self._pending = [edit(args) for args in current]
+        return self
 
     def set_arg(self, name: str, value: str | None = None) -> Self:
         """Exactly one ``name[=value]`` on every kernel line (first occurrence replaced in place)."""

@@ -37,9 +37,13 @@ def mount(
     options: Sequence[str] = (),
     read_only: bool = True,
 ) -> Iterator[Path]:
-    """Mount ``source`` on ``target`` (``ro`` unless ``read_only=False``); always unmounted after."""
+    """Mount ``source`` on ``target`` (``ro`` unless ``read_only=False``); always unmounted after.
+
+    Always ``nodev,nosuid``: every filesystem liveos mounts holds image content, whose device
+    nodes and set-uid bits must mean nothing on the host (nor in the sandbox, which inherits them).
+    """
     require_root("mounting a filesystem")
-    opts = [*(["ro"] if read_only else []), *options]
+    opts = [*(["ro"] if read_only else []), "nodev", "nosuid", *options]
     argv: list[str | Path] = ["mount"]
     if fstype:
         argv += ["-t", fstype]
@@ -58,9 +62,9 @@ def mount(
 
 
 def _mount_count(target: Path) -> int:
-    """How many mounts sit on ``target`` (``/proc/self/mountinfo`` escapes spaces as ``\\040``)."""
+    """How many mounts sit on ``target`` in this thread's namespace (spaces escaped as ``\\040``)."""
     needle = str(target).replace("\\", "\\134").replace(" ", "\\040").replace("\n", "\\012")
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/thread-self/mountinfo") as f:
         return sum(1 for line in f if line.split()[4] == needle)
 
 

@@ -14,7 +14,7 @@ import shutil
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-from liveos.atomic import scratch_dir
+from liveos.atomic import mounts_below, scratch_dir
 from liveos.errors import UsageError
 from liveos.image.formats import DiskFormat
 from liveos.rootfs import RootFs
@@ -65,16 +65,9 @@ class SourceImage:
         raise NotImplementedError
 
 
-def _mounts_below(path: Path) -> list[str]:
-    prefix = str(path).replace(" ", "\\040")
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
-
-
 def _remove_scratch(scratch: Path) -> None:
     """Delete the scratch dir -- but never through a mount that failed to go away."""
-    left = _mounts_below(scratch)
+    left = mounts_below(scratch)
     if left:
         log.error("not removing %s: still mounted there: %s", scratch, ", ".join(left))
         return

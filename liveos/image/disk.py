@@ -22,6 +22,7 @@ from liveos.confined import resolve_in_root
 from liveos.errors import ImageError
 from liveos.host.loops import loop_device
 from liveos.host.mounts import mount, mount_target, overlay
+from liveos.host.namespace import private_mounts
 from liveos.host.privilege import require_root
 from liveos.host.signals import signals_as_exceptions
 from liveos.image import fat
@@ -39,6 +40,7 @@ from liveos.image.fstab import (
 )
 from liveos.image.partitions import Partition, PartitionTable, read_partition_table
 from liveos.pe import elf_arch, pe_arch
+from liveos.rootfs import CONFIG_LIMIT, RootFs
 from liveos.settings import Arch
 
 log = logging.getLogger("liveos")
@@ -166,6 +168,7 @@ class DiskImage(SourceImage):
         path = info.path
         with signals_as_exceptions(), contextlib.ExitStack() as stack:
             require_root(f"opening {path}")
+            private_mounts()
             scratch = stack.enter_context(image_scratch(workdir))
             raw = stack.enter_context(raw_view(info, scratch))
             table = read_partition_table(raw.path, raw.size)
@@ -342,7 +345,7 @@ def _subvolume_trees(top: Path, fstype: str | None) -> Iterator[tuple[str | None
 
 def _read_fstab(tree: Path) -> str | None:
     """The text of ``/etc/fstab`` in ``tree``, resolved confined to the tree (it may be a hostile link)."""
-    host = resolve_in_root(tree, "/etc/fstab")
-    if not host.is_file():
+    rootfs = RootFs(tree)
+    if not rootfs.is_file("/etc/fstab"):
         return None
-    return host.read_bytes().decode("utf-8", errors="surrogateescape")
+    return rootfs.read_text("/etc/fstab", limit=CONFIG_LIMIT)

@@ -75,7 +75,11 @@ class VhdFooter:
 
     @classmethod
     def parse(cls, data: bytes) -> VhdFooter | None:
-        """Parse a 512-byte footer; None if it is not one (bad cookie or checksum)."""
+        """Parse a 512-byte footer; None if it is not one (bad cookie or checksum), whatever the bytes.
+
+        Only the first 512 bytes are read; every field is a fixed-size unsigned integer, so no
+        value can be out of range for what is computed from it.
+        """
         if len(data) < VHD_FOOTER_SIZE or data[:8] != VHD_COOKIE:
             return None
         (checksum,) = struct.unpack_from(">I", data, 64)
@@ -132,7 +136,7 @@ def _qemu_info(path: Path) -> dict[str, object]:
     try:
         text = run(
             ["qemu-img", "info", "--output=json", path], step=f"reading the format of {path}"
-        ).stdout.decode()
+        ).stdout.decode(errors="replace")
     except CommandError as exc:
         tail = " ".join(exc.stderr.strip().splitlines()[-3:])
         raise ImageError(
@@ -140,10 +144,21 @@ def _qemu_info(path: Path) -> dict[str, object]:
             path=path,
             hint="the file may be truncated or corrupt; re-download or re-export it",
         ) from exc
-    info = json.loads(text)
+    try:
+        info = json.loads(text)
+    except (ValueError, RecursionError):
+        info = None
     if not isinstance(info, dict):
         raise ImageError(f"qemu-img info gave no JSON object for {path}", path=path)
     return info
+
+
+def _virtual_size(info: dict[str, object], path: Path) -> int:
+    """``virtual-size`` of qemu-img's report: a non-negative integer, or the image is refused."""
+    size = info.get("virtual-size", 0)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ImageError(f"qemu-img reports no usable virtual size for {path} ({size!r:.40})", path=path)
+    return size
 
 
 def _describe_start(path: Path) -> str:
@@ -190,7 +205,7 @@ def detect(path: Path) -> ImageInfo:
     data = specific.get("data") if isinstance(specific, dict) else None
     if isinstance(data, dict) and data.get("data-file"):
         raise ImageError(f"{path} uses an external data file; flatten it with qemu-img convert", path=path)
-    virtual_size = int(info.get("virtual-size", 0))  # type: ignore[call-overload]
+    virtual_size = _virtual_size(info, path)
     if fmt is DiskFormat.RAW:
         fmt, virtual_size = _raw_or_fixed_vhd(path, size)
     elif fmt is DiskFormat.VHD:
@@ -222,8 +237,10 @@ def _check_metadata(path: Path, fmt: DiskFormat) -> None:
     if proc.returncode in (0, 3, 63):  # clean, leaked clusters only, format has no check
         return
     try:
-        report = json.loads(proc.stdout.decode() or "{}")
-    except json.JSONDecodeError:
+        report = json.loads(proc.stdout.decode(errors="replace") or "{}")
+    except (ValueError, RecursionError):
+        report = {}
+    if not isinstance(report, dict):
         report = {}
     problems = proc.stderr.decode(errors="replace").strip().splitlines()[:3]
     raise ImageError(

@@ -44,6 +44,19 @@ _BY_DIR = {
 }
 
 
+#: Longest fstab line read: a spec and a mount point of PATH_MAX each, options of a page.
+MAX_LINE = 16 * 1024
+#: freq and passno: small non-negative decimal numbers (dump frequency, fsck order).
+_NUMBER = re.compile(r"[0-9]{1,9}")
+_SHOWN = 80
+
+
+def _shown(line: str) -> str:
+    """A line for an error message: repr'd and cut short (a hostile one may be huge)."""
+    text = line.strip()
+    return repr(text) if len(text) <= _SHOWN else repr(text[:_SHOWN]) + f"... ({len(text)} characters)"
+
+
 def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
@@ -64,8 +77,19 @@ class FstabEntry:
     passno: int = 0
 
     @classmethod
-    def parse(cls, line: str) -> FstabEntry | None:
-        """Parse one line; None for blank lines and comments. Raises ValueError on a malformed line."""
+    def parse(cls, line: str, *, path: Path | None = None) -> FstabEntry | None:
+        """Parse one line; None for blank lines and comments. Raises :class:`ImageError` on a
+        malformed line (see :func:`parse_fstab`, which also names the line number)."""
+        try:
+            return cls._parse(line)
+        except ValueError as exc:
+            raise ImageError(f"fstab line is malformed ({exc}): {_shown(line)}", path=path) from exc
+
+    @classmethod
+    def _parse(cls, line: str) -> FstabEntry | None:
+        """:meth:`parse`, raising ValueError saying what is wrong."""
+        if len(line) > MAX_LINE:
+            raise ValueError(f"{len(line)} characters long, more than {MAX_LINE}")
         text = line.strip()
         if not text or text.startswith("#"):
             return None
@@ -74,7 +98,10 @@ class FstabEntry:
             raise ValueError(f"expected 2-6 fields, found {len(fields)}")
         fields += ["auto", "defaults", "0", "0"][len(fields) - 2 :]
         spec, file, vfstype, options, freq, passno = fields
-        return cls(
+        for name, number in (("freq", freq), ("passno", passno)):
+            if not _NUMBER.fullmatch(number):
+                raise ValueError(f"{name} {number[:20]!r} is not a small number")
+        entry = cls(
             spec=_unescape(spec),
             file=PurePosixPath(_unescape(file)) if file.startswith("/") else PurePosixPath(file),
             vfstype=vfstype,
@@ -82,6 +109,9 @@ class FstabEntry:
             freq=int(freq),
             passno=int(passno),
         )
+        if "\0" in entry.spec or "\0" in str(entry.file) or "\0" in vfstype or "\0" in options:
+            raise ValueError("a field holds a NUL character")
+        return entry
 
     def line(self) -> str:
         """The fstab line for this entry (inverse of :meth:`parse`)."""
@@ -144,11 +174,9 @@ def parse_fstab(text: str, *, path: Path | None = None) -> list[FstabEntry]:
     entries: list[FstabEntry] = []
     for number, line in enumerate(text.splitlines(), start=1):
         try:
-            entry = FstabEntry.parse(line)
+            entry = FstabEntry._parse(line)
         except ValueError as exc:
-            raise ImageError(
-                f"fstab line {number} is malformed ({exc}): {line.strip()!r}", path=path
-            ) from exc
+            raise ImageError(f"fstab line {number} is malformed ({exc}): {_shown(line)}", path=path) from exc
         if entry is not None:
             entries.append(entry)
     return entries

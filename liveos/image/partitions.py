@@ -3,11 +3,17 @@
 The build kernel has no partition-table parsers (``losetup -P`` makes no ``pN`` devices), so we
 read the table ourselves and give each partition its own loop device by offset and size.
 GPT headers and entry arrays are CRC-checked; a damaged primary falls back to the backup header.
+
+A CRC only proves the table was written on purpose, not that it is sane: every table is also
+checked for what the opener relies on. Each partition has a size, lies inside the disk and
+shares no byte with another; there are at most :data:`MAX_PARTITIONS` (each costs a probe and
+maybe a loop device), and an extended partition's chain of EBRs neither loops nor runs on.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import struct
 import uuid
@@ -24,7 +30,12 @@ ESP_MBR_TYPE = 0xEF
 GPT_PROTECTIVE = 0xEE
 MBR_EXTENDED = frozenset({0x05, 0x0F, 0x85})
 GPT_SIGNATURE = b"EFI PART"
-MAX_LOGICAL = 128  #: stop following an EBR chain after this many links (loops in hostile images)
+MAX_LOGICAL = 128  #: most logical partitions (links of an EBR chain) accepted
+#: Most partitions a table may list: an OS image has a handful; Linux itself stops at 256.
+MAX_PARTITIONS = 128
+#: Largest GPT partition entry array read (the usual one: 128 entries of 128 bytes, 16 KiB).
+MAX_ENTRY_ARRAY = 1 << 20
+MAX_ENTRY_SIZE = 4096
 
 
 class TableKind(enum.StrEnum):
@@ -69,7 +80,10 @@ def read_partition_table(path: Path, disk_size: int | None = None) -> PartitionT
     size = path.stat().st_size if disk_size is None else disk_size
     with path.open("rb") as f:
         disk = _Disk(f, size, path)
-        mbr = disk.read(0, 512)
+        try:
+            mbr = disk.read(0, 512)
+        except _TableError:
+            mbr = b""
         has_mbr = len(mbr) == 512 and mbr[510:512] == b"\x55\xaa"
         mbr_types = [mbr[0x1BE + 16 * i + 4] for i in range(4)] if has_mbr else []
         errors: list[str] = []
@@ -129,7 +143,7 @@ def _read_gpt(disk: _Disk, sector: int) -> PartitionTable | None:
         try:
             return _parse_gpt(disk, sector, primary, 1)
         except _TableError as exc:
-            log.warning("%s: primary GPT is damaged (%s), trying the backup", disk.path, exc)
+            log.warning("%s: primary GPT is damaged (%s), trying the backup", disk.path, str(exc))
             (alternate,) = struct.unpack_from("<Q", primary, 32)
             candidates = [lba for lba in (alternate, last_lba) if 1 < lba <= last_lba]
             primary_error = exc
@@ -160,7 +174,12 @@ def _parse_gpt(disk: _Disk, sector: int, header: bytes, my_lba: int) -> Partitio
         raise _TableError(f"header says it is at LBA {lba}, found at LBA {my_lba}")
     disk_guid = _guid(header[56:72])
     entries_lba, count, entry_size, entries_crc = struct.unpack_from("<QIII", header, 72)
-    if entry_size < 128 or entry_size % 8 or count > 4096:
+    if (
+        not 128 <= entry_size <= MAX_ENTRY_SIZE
+        or entry_size % 8
+        or count > 4096
+        or count * entry_size > MAX_ENTRY_ARRAY
+    ):
         raise _TableError(f"implausible entry array ({count} entries of {entry_size} bytes)")
     array = disk.read(entries_lba * sector, count * entry_size)
     if zlib.crc32(array) != entries_crc:
@@ -171,7 +190,9 @@ def _parse_gpt(disk: _Disk, sector: int, header: bytes, my_lba: int) -> Partitio
         if not entry[:16].strip(b"\0"):
             continue
         first, last = struct.unpack_from("<QQ", entry, 32)
-        if last < first or (last + 1) * sector > disk.size:
+        if last < first:
+            raise _TableError(f"partition {index + 1} ends (LBA {last}) before it starts (LBA {first})")
+        if (last + 1) * sector > disk.size:
             raise _TableError(f"partition {index + 1} spans LBA {first}-{last}, outside the disk")
         type_guid = _guid(entry[:16])
         name = entry[56:128].decode("utf-16-le", errors="replace").split("\0", 1)[0]
@@ -186,7 +207,27 @@ def _parse_gpt(disk: _Disk, sector: int, header: bytes, my_lba: int) -> Partitio
                 is_esp=type_guid == ESP_GUID,
             )
         )
+    problem = _layout_problem(parts, sector)
+    if problem:
+        raise _TableError(problem)
     return PartitionTable(TableKind.GPT, disk_guid, sector, tuple(parts))
+
+
+def _layout_problem(parts: list[Partition], sector: int) -> str | None:
+    """What makes ``parts`` unusable: too many, an empty one, two sharing bytes; None if sane."""
+    if len(parts) > MAX_PARTITIONS:
+        return f"{len(parts)} partitions, more than {MAX_PARTITIONS}"
+    for part in parts:
+        if part.size <= 0 or part.start < 0:
+            return f"partition {part.number} has no size"
+    ordered = sorted(parts, key=lambda p: (p.start, p.end))
+    for before, after in itertools.pairwise(ordered):
+        if after.start < before.end:
+            return (
+                f"partitions {before.number} (LBA {before.start // sector}-{before.end // sector - 1}) and "
+                f"{after.number} (LBA {after.start // sector}-{after.end // sector - 1}) overlap"
+            )
+    return None
 
 
 def _mbr_entries(record: bytes) -> list[tuple[int, int, int]]:
@@ -224,6 +265,13 @@ def _read_mbr(disk: _Disk, mbr: bytes) -> PartitionTable:
         parts.extend(_read_logical(disk, signature, *extended))
     if not parts:
         raise ImageError(f"{disk.path}: the MBR lists no partitions", path=disk.path)
+    problem = _layout_problem(parts, 512)
+    if problem:
+        raise ImageError(
+            f"{disk.path}: the MBR partition table is unusable: {problem}",
+            path=disk.path,
+            hint="the table is corrupt or was crafted; repair it with fdisk",
+        )
     return PartitionTable(TableKind.MBR, signature, 512, tuple(parts))
 
 
@@ -249,7 +297,21 @@ def _read_logical(disk: _Disk, signature: str, ext_first: int, ext_count: int) -
     """Follow the EBR chain of an extended partition; logical partitions are numbered from 5."""
     parts: list[Partition] = []
     ebr_lba = ext_first
-    for number in range(5, 5 + MAX_LOGICAL):
+    seen: set[int] = set()
+    for number in range(5, 5 + MAX_LOGICAL + 1):
+        if number == 5 + MAX_LOGICAL:
+            raise ImageError(
+                f"{disk.path}: the extended partition's chain has more than {MAX_LOGICAL} EBRs",
+                path=disk.path,
+                hint="the table is corrupt or was crafted; repair it with fdisk",
+            )
+        if ebr_lba in seen:
+            raise ImageError(
+                f"{disk.path}: the extended partition's chain of EBRs loops back to LBA {ebr_lba}",
+                path=disk.path,
+                hint="the table is corrupt or was crafted; repair it with fdisk",
+            )
+        seen.add(ebr_lba)
         try:
             ebr = disk.read(ebr_lba * 512, 512)
         except _TableError as exc:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
+import stat
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from liveos.atomic import scratch_dir
+from liveos.cpio.format import TRAILER, CpioEntry
 from liveos.errors import ImageError
-from liveos.host.chroot import chroot_mounts
-from liveos.rootfs import RootFs
-from liveos.run import run
+from liveos.host.sandbox import Bind, Sandbox, run_sandboxed
+from liveos.rootfs import CONFIG_LIMIT, RootFs
 
 log = logging.getLogger("liveos")
 
@@ -73,30 +74,39 @@ class DracutInfo:
 
 def _dracut_version(rootfs: RootFs) -> str | None:
     """dracut's version from the image's package database (dpkg or rpm-less fallbacks)."""
-    status = rootfs.path("/var/lib/dpkg/status")
-    if status.is_file():
-        for stanza in status.read_text(errors="replace").split("\n\n"):
+    if rootfs.is_file("/var/lib/dpkg/status"):
+        status = rootfs.read_text("/var/lib/dpkg/status", limit=DPKG_STATUS_LIMIT)
+        for stanza in status.split("\n\n"):
             if re.search(r"(?m)^Package: dracut-core$", stanza) or re.search(
                 r"(?m)^Package: dracut$", stanza
             ):
                 match = re.search(r"(?m)^Version: (\S+)", stanza)
                 if match:
                     return match.group(1)
-    version_file = rootfs.path("/usr/lib/dracut/dracut-version.sh")
-    if version_file.is_file():
-        match = re.search(r"DRACUT_VERSION=(\S+)", version_file.read_text(errors="replace"))
+    if rootfs.is_file("/usr/lib/dracut/dracut-version.sh"):
+        text = rootfs.read_text("/usr/lib/dracut/dracut-version.sh", limit=CONFIG_LIMIT)
+        match = re.search(r"DRACUT_VERSION=(\S+)", text)
         if match:
             return match.group(1).strip("\"'")
     return None
 
 
+#: dpkg's package database of a big image is a few MiB.
+DPKG_STATUS_LIMIT = 64 * 1024 * 1024
+#: Where the sandboxed dracut writes its initrd: a directory of liveos' scratch space, bound in.
+OUTPUT_DIR = "/run/liveos-out"
+
+
 def build_bootstrap_initrd(
     rootfs: RootFs, kernel_version: str, out: Path, *, info: DracutInfo | None = None
 ) -> Path:
-    """Run dracut in a chroot of ``rootfs`` for ``kernel_version`` and move the initrd to ``out``.
+    """Run the image's dracut, sandboxed, for ``kernel_version``; the initrd lands at ``out``.
 
-    A dracut failure raises :class:`~liveos.errors.CommandError`; an initrd without the live
-    modules raises :class:`ImageError` -- never a silently broken initrd.
+    dracut is the image's own program: it runs in :mod:`liveos.host.sandbox` (namespaces, no
+    host devices, /sys or network, reduced capabilities) and writes into a scratch directory
+    bound into the sandbox, never into the image. A dracut failure raises
+    :class:`~liveos.errors.CommandError`; a missing live module or a missing/odd output raises
+    :class:`ImageError` -- never a silently broken initrd.
     """
     info = info or DracutInfo.probe(rootfs)
     missing = [m for m in LIVE_MODULES if m not in info.modules]
@@ -106,7 +116,7 @@ def build_bootstrap_initrd(
             path=rootfs.path("/usr/lib/dracut/modules.d"),
             hint="install the dracut-live package in the image (Debian: dracut-live, dracut-network)",
         )
-    if not rootfs.path(f"/lib/modules/{kernel_version}").is_dir():
+    if not rootfs.is_dir(f"/lib/modules/{kernel_version}"):
         raise ImageError(
             f"kernel modules for {kernel_version} are missing in the image",
             path=rootfs.path(f"/lib/modules/{kernel_version}"),
@@ -115,20 +125,61 @@ def build_bootstrap_initrd(
     handler = info.network_handler(rootfs)
     if handler:
         modules.append(handler)
-    inside = PurePosixPath("/var/tmp") / f"liveos-initrd-{kernel_version}.img"
     argv = [
-        "chroot", str(rootfs.root), "dracut", "--force", "--no-hostonly", "--kver", kernel_version,
-        "--add", " ".join(modules), "--add-drivers", LIVE_DRIVERS, str(inside),
+        "dracut", "--force", "--no-hostonly", "--kver", kernel_version,
+        "--add", " ".join(modules), "--add-drivers", LIVE_DRIVERS, f"{OUTPUT_DIR}/initrd.img",
     ]  # fmt: skip
-    with chroot_mounts(rootfs.root):
-        run(argv, step=f"dracut (kernel {kernel_version})",
+    with scratch_dir(out.parent, ".dracut-") as exchange:
+        exchange.chmod(0o755)
+        sandbox = Sandbox(rootfs.root, binds=(Bind(exchange, OUTPUT_DIR, writable=True),))
+        run_sandboxed(
+            sandbox,
+            argv,
+            step=f"dracut (kernel {kernel_version})",
             hint="read dracut's messages above; the image's /etc/dracut.conf.d may ask for missing tools",
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})  # fmt: skip
-    produced = rootfs.path(inside)
-    if not produced.is_file() or produced.stat().st_size == 0:
-        raise ImageError(f"dracut reported success but wrote no initrd at {inside}", path=produced)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(produced, out)
+        )
+        _take_output(exchange / "initrd.img", out)
+    append_device_nodes(out)
     os.chmod(out, 0o644)  # dracut writes 0600; TFTP/HTTP servers running as a user must read it
     log.info("bootstrap initrd for %s: %s (%d bytes)", kernel_version, out, out.stat().st_size)
     return out
+
+
+#: What dracut ``mknod``s into an initrd when it may (dracut.sh), as (name, major, minor, mode).
+#: In the sandbox it may not (a user namespace cannot create device nodes), like in any container.
+DEVICE_NODES = (
+    ("dev/null", 1, 3, 0o666),
+    ("dev/kmsg", 1, 11, 0o644),
+    ("dev/console", 5, 1, 0o600),
+    ("dev/random", 1, 8, 0o666),
+    ("dev/urandom", 1, 9, 0o666),
+)
+
+
+def append_device_nodes(initrd: Path) -> None:
+    """Append an uncompressed newc segment with :data:`DEVICE_NODES` to ``initrd``.
+
+    The kernel unpacks every segment of an initramfs in turn (zero padding between them is
+    skipped, a CPIO segment must start 4-byte aligned), so the result holds the same nodes a
+    privileged dracut would have made, without the sandbox ever creating a device node.
+    """
+    entries = [CpioEntry.directory("dev")]
+    entries += [
+        CpioEntry.char_device(name, major, minor, mode=mode) for name, major, minor, mode in DEVICE_NODES
+    ]
+    segment = b"".join(entry.pack() for entry in entries) + CpioEntry(TRAILER, 0).pack()
+    segment += b"\0" * (-len(segment) % 512)
+    with open(initrd, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.write(b"\0" * (-size % 4) + segment)
+
+
+def _take_output(produced: Path, out: Path) -> None:
+    """Move what the sandbox wrote to ``out`` -- only if it is a non-empty regular file."""
+    try:
+        st = os.lstat(produced)
+    except FileNotFoundError:
+        raise ImageError("dracut reported success but wrote no initrd", path=produced) from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        raise ImageError("dracut's output is not a non-empty regular file", path=produced)
+    os.replace(produced, out)

@@ -16,7 +16,7 @@ from liveos.grub import BlsEntry, GrubConfig, GrubEnv, KernelArgs, inline_bls
 from liveos.initramfs.liveargs import live_args
 from liveos.initramfs.livenet import NETWORK_ARGS
 from liveos.layout import FULL_OS_INITRD, SQUASHFS_PATH
-from liveos.rootfs import RootFs
+from liveos.rootfs import CONFIG_LIMIT, RootFs
 from liveos.settings import InitramfsMode
 
 #: Where BLS entries live in the image.
@@ -80,7 +80,7 @@ def edit_grub_config(text: str, edit: GrubEdit, *, path: PurePosixPath) -> GrubC
 def load_bls_entries(rootfs: RootFs) -> list[BlsEntry]:
     """Every ``*.conf`` in ``/boot/loader/entries``, read through :class:`RootFs` (confined)."""
     return [
-        BlsEntry.parse(rootfs.read_text(entry), path=str(entry))
+        BlsEntry.parse(rootfs.read_text(entry, limit=CONFIG_LIMIT), path=str(entry))
         for entry in rootfs.iterdir(BLS_ENTRIES_DIR)
         if entry.suffix == ".conf" and rootfs.is_file(entry)
     ]
@@ -99,7 +99,9 @@ def render_bls(text: str, rootfs: RootFs, grub_dir: PurePosixPath, *, path: Pure
     kernelopts = None
     grubenv = grub_dir / "grubenv"
     if rootfs.is_file(grubenv):
-        value = GrubEnv.parse(rootfs.read_bytes(grubenv), path=str(grubenv)).get("kernelopts")
+        value = GrubEnv.parse(rootfs.read_bytes(grubenv, limit=CONFIG_LIMIT), path=str(grubenv)).get(
+            "kernelopts"
+        )
         kernelopts = KernelArgs.parse(value, path=str(grubenv)) if value else None
     inline_bls(config, load_bls_entries(rootfs), kernelopts)
     return config.render()

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from liveos.bootfiles import BootFiles, find_boot_files
+from liveos.bootfiles import MAX_GRUB_CFG_BYTES, BootFiles, find_boot_files
 from liveos.errors import ImageError, UsageError
 from liveos.grub import GrubConfig
 from liveos.image.base import SourceImage
@@ -83,7 +83,8 @@ def plan_media(
         disable_selinux=disable_selinux,
         network=network,
     )
-    text = render_bls(rootfs.read_text(boot.grub_cfg), rootfs, boot.grub_dir, path=boot.grub_cfg)
+    text = rootfs.read_text(boot.grub_cfg, limit=MAX_GRUB_CFG_BYTES)
+    text = render_bls(text, rootfs, boot.grub_dir, path=boot.grub_cfg)
     applied = apply_edits(text, lambda t: edit_grub_config(t, edit, path=boot.grub_cfg), image.state)
     config = applied.config
     state = media_state(

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from liveos.bootfiles import BootFiles
 from liveos.errors import ImageError
 from liveos.pe import pe_section
-from liveos.rootfs import RootFs
+from liveos.rootfs import RootFs, read_limited
 from liveos.settings import Arch
 
 log = logging.getLogger("liveos")
@@ -56,9 +56,10 @@ class GrubImage:
     @classmethod
     def read(cls, path: Path) -> GrubImage | None:
         """Parse the ``mods`` section of ``path``; None if it is not a grub-mkimage EFI image."""
-        if path.stat().st_size > MAX_GRUB_IMAGE:
+        try:
+            data = read_limited(path, MAX_GRUB_IMAGE)
+        except ImageError:
             return None
-        data = path.read_bytes()
         section = pe_section(data, b"mods")
         if section is None or len(section) < 24:
             return None

@@ -10,11 +10,14 @@ command liveos ran is recorded too: each mount, loop device and chroot must be i
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,12 +26,12 @@ from typing import Any
 import pytest
 
 import liveos.run
+from liveos.cpio import read_entries
 from liveos.errors import ImageError
 from liveos.image.isofs import IsoReader
 from liveos.live import LiveOS
 from tests.imagekit import pe_stub
 from tests.liveimagekit import (
-    FAKE_DRACUT,
     FSTAB,
     GRUB,
     GRUB_CFG,
@@ -104,20 +107,17 @@ class Commands:
     argvs: list[list[str]]
 
     def outside(self, workdir: Path, image: Path) -> list[str]:
-        """Mounts, loop devices and chroots that are not inside the work dir (or on the input)."""
+        """Mounts and sandbox roots that are not inside the work dir."""
         bad = []
         inside = str(workdir.resolve()) + "/"
         for argv in self.argvs:
             tool = Path(argv[0]).name
-            if tool == "mount":
-                target = argv[-1]
-                if not target.startswith(inside):
-                    bad.append(" ".join(argv))
-            elif tool == "losetup" and "--find" in argv:
-                if argv[-1] not in (str(image.resolve()),) and not argv[-1].startswith(inside):
-                    bad.append(" ".join(argv))
-            elif tool == "chroot" and not argv[1].startswith(inside):
+            if tool == "mount" and not argv[-1].startswith(inside):
                 bad.append(" ".join(argv))
+            elif tool == "unshare" and "--bind" in argv:
+                root = argv[argv.index("--bind") + 1]
+                if not root.startswith(inside):
+                    bad.append(" ".join(argv))
         return bad
 
 
@@ -126,12 +126,13 @@ def commands(monkeypatch: pytest.MonkeyPatch) -> Commands:
     """Record the argv of every command liveos runs (they still run, unchanged)."""
     seen = Commands([])
 
-    def recording_run(args: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
-        seen.argvs.append([str(a) for a in args])
-        return subprocess.run(args, **kwargs)
+    class RecordingPopen(subprocess.Popen[bytes]):
+        def __init__(self, args: Sequence[str], *rest: Any, **kwargs: Any) -> None:
+            seen.argvs.append([str(a) for a in args])
+            super().__init__(args, *rest, **kwargs)
 
     shim = SimpleNamespace(**{k: getattr(subprocess, k) for k in dir(subprocess) if not k.startswith("__")})
-    shim.run = recording_run
+    shim.Popen = RecordingPopen
     monkeypatch.setattr(liveos.run, "subprocess", shim)
     return seen
 
@@ -288,41 +289,30 @@ def test_efi_binaries_are_symlinks_to_host_files(
     assert_clean(image, workdir, commands)
 
 
-def test_chroot_mount_points_are_symlinks_out_of_the_root(
-    host: Host, tmp_path: Path, workdir: Path, commands: Commands
+@pytest.mark.parametrize("mountpoint", ["/proc", "/run", "/tmp", "/dev"])
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+def test_sandbox_mount_points_that_are_symlinks_out_of_the_root_are_refused(
+    host: Host, tmp_path: Path, workdir: Path, commands: Commands, mountpoint: str, relative: bool
 ) -> None:
-    """Bootstrap mode mounts proc, devtmpfs and tmpfs into the image for dracut: never on the host."""
+    """The sandbox mounts /proc, /dev, /tmp, /run over the image tree: a link there is refused."""
     canary = host.dir
-    check = "[ -e /proc/self/mountinfo ] || { echo 'proc is not where the image says' >&2; exit 1; }\n"
-    image = live_image(
-        tmp_path,
-        root={
-            "/proc": f"->{canary}/proc",
-            "/run": f"->../../../../../../../../..{canary}/run",
-            "/var/tmp": f"->{canary}/vartmp",
-            f"{canary}/vartmp/.keep": "",
-            "/usr/bin/dracut": FAKE_DRACUT.replace("for a", check + "for a"),
-        },
-        remove=["/proc", "/run", "/var/tmp"],
-    )
+    target = f"../../../../../../../../..{canary}/x" if relative else f"{canary}/x"
+    image = live_image(tmp_path, root={mountpoint: f"->{target}"}, remove=[mountpoint])
     watch = AccessWatch(canary)
-    iso = build(image, workdir, tmp_path / "live.iso", bootstrap=True)
-    assert_host_untouched(host, watch)
-    assert iso_files(iso)[f"/boot/initramfs-{KVER}.img"] == b"initrd built inside the image\n"
-    assert_clean(image, workdir, commands)
-    chroot_mounts = [argv[-1] for argv in commands.argvs if Path(argv[0]).name == "mount" and "-t" in argv]
-    assert any(target.endswith(f"{canary}/proc") for target in chroot_mounts), chroot_mounts
-
-
-@pytest.mark.parametrize("mountpoint", ["/tmp", "/dev"])
-def test_chroot_mount_point_linking_to_the_root_is_refused(
-    tmp_path: Path, workdir: Path, commands: Commands, mountpoint: str
-) -> None:
-    image = live_image(tmp_path, root={mountpoint: "->/"}, remove=[mountpoint])
     out = tmp_path / "live.iso"
-    with pytest.raises(ImageError, match="refusing to mount over it"):
+    with pytest.raises(ImageError, match=rf"the image's {mountpoint} is a symlink"):
         build(image, workdir, out, bootstrap=True)
+    assert_host_untouched(host, watch)
     assert not out.exists()
+    assert_clean(image, workdir, commands)
+
+
+def test_sandbox_mount_point_linking_to_the_root_is_refused(
+    tmp_path: Path, workdir: Path, commands: Commands
+) -> None:
+    image = live_image(tmp_path, root={"/dev": "->/"}, remove=["/dev"])
+    with pytest.raises(ImageError, match="the image's /dev is a symlink"):
+        build(image, workdir, tmp_path / "live.iso", bootstrap=True)
     assert_clean(image, workdir, commands)
 
 
@@ -365,3 +355,62 @@ def test_oversized_grub_cfg_is_refused_quickly(
     assert "grub.cfg" in str(exc.value) and exc.value.hint
     assert not out.exists()
     assert leftovers(image, workdir, out) == []
+
+
+# -- device nodes and huge sparse files --------------------------------------------------------
+def sparse(path: str, size: int = 10 * 1024**3) -> Callable[[Path], None]:
+    def make(tree: Path) -> None:
+        target = tree / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as f:
+            f.truncate(size)
+
+    return make
+
+
+@pytest.mark.parametrize("path", ["/etc/fstab", "/etc/selinux/config"])
+def test_huge_sparse_config_files_are_refused_quickly(
+    tmp_path: Path, workdir: Path, commands: Commands, path: str
+) -> None:
+    """A 10 GiB (sparse) config file costs a read of 1 MiB, then an ImageError naming it."""
+    image = live_image(tmp_path, prepare=sparse(path))
+    started = time.monotonic()
+    with (
+        pytest.raises(ImageError, match=rf"{path} in the image is too large"),
+        LiveOS.open(image, workdir=workdir) as live,
+    ):
+        live.plan()
+    assert time.monotonic() - started < 60
+    assert_clean(image, workdir, commands)
+
+
+def host_disk(tmp_path: Path) -> tuple[int, int]:
+    device = os.stat(tmp_path).st_dev
+    return os.major(device), os.minor(device)
+
+
+def test_device_nodes_in_the_image_stay_nodes(tmp_path: Path, workdir: Path, commands: Commands) -> None:
+    """An image holding a node of the host's disk: archived as a node, never opened; the image's
+    own program (its dracut, sandboxed) cannot open it either (image mounts are nodev)."""
+    major, minor = host_disk(tmp_path)
+
+    def nodes(tree: Path) -> None:
+        os.mknod(tree / "etc" / "hostdisk", 0o600 | stat.S_IFBLK, os.makedev(major, minor))
+        os.mknod(tree / "etc" / "hostnull", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+
+    probe = (
+        'for a in "$@"; do out=$a; done\n'
+        "if read -r x < /etc/hostdisk 2>/dev/null; then r=OPENED; else r=refused; fi\n"
+        'echo $r > "$out"\n'
+    )
+    image = live_image(tmp_path, root={"/usr/bin/dracut": "#!/bin/sh\n" + probe}, prepare=nodes)
+    iso = build(image, workdir, tmp_path / "full.iso")
+    with IsoReader(iso) as reader:
+        initrd = reader.read_bytes("/boot/initrd.img")
+    entries = {e.name: e for e in read_entries(io.BytesIO(initrd))}
+    disk = entries["etc/hostdisk"]
+    assert stat.S_ISBLK(disk.mode) and (disk.rdevmajor, disk.rdevminor) == (major, minor) and not disk.data
+    assert stat.S_ISCHR(entries["etc/hostnull"].mode)
+    boot_iso = build(image, workdir, tmp_path / "boot.iso", bootstrap=True)
+    assert iso_files(boot_iso)[f"/boot/initramfs-{KVER}.img"].startswith(b"refused\n")
+    assert_clean(image, workdir, commands)

@@ -26,7 +26,7 @@ from liveos.iso import IsoWriter
 from liveos.layout import STATE_PATH
 from liveos.live import LiveOS
 from liveos.settings import InitramfsMode
-from liveos.state import MediaState
+from liveos.state import DIGEST_ALGORITHM, MediaState, SourceDigest
 from tests.conftest import FixtureImageFactory
 from tests.imagekit import our_loops, our_mounts, sha256
 
@@ -56,6 +56,39 @@ def test_broken_state_on_an_iso_names_the_iso(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match=r"broken\.iso") as caught, open_image(iso, workdir=tmp_path):
         pass
     assert "missing key" in str(caught.value)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("link", ["/boot/efi", "/boot/efi/EFI"])
+def test_boot_files_never_follow_a_link_the_iso_carries(tmp_path: Path, link: str) -> None:
+    """A "liveos" ISO whose /boot/efi (or /boot/efi/EFI) is a link to a host directory: re-opening
+    it must not write the boot chain there."""
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    state = MediaState(
+        liveos_version="0.1.0",
+        mode=InitramfsMode.BOOTSTRAP,
+        label="HOSTILE",
+        live_args=(),
+        user_args=(),
+        source=SourceDigest(DIGEST_ALGORITHM, 1, "ab" * 32),
+        build_time=1_700_000_000,
+    )
+    writer = IsoWriter("HOSTILE")
+    writer.add_bytes(str(STATE_PATH), state.render().encode())
+    writer.add_bytes("/boot/vmlinuz-6.1", b"kernel")
+    writer.add_symlink(link, str(canary))
+    writer.add_bytes("/EFI/BOOT/bootx64.efi", b"shim")
+    writer.add_bytes("/EFI/BOOT/grubx64.efi", b"grub")
+    writer.add_bytes("/liveos/rootfs.img", b"not a squashfs")
+    iso = tmp_path / "hostile.iso"
+    writer.write(iso, hybrid=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(ImageError, match=r"hostile\.iso"), open_image(iso, workdir=work):
+        pass
+    assert list(canary.iterdir()) == []
+    assert list(work.iterdir()) == []
 
 
 # -- real builds ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from liveos.image.isofs import EntryKind, IsoReader
 from liveos.live import LiveOS
 from liveos.plan import BuildPlan
 from liveos.result import BuildResult
+from tests.conftest import FixtureImageFactory
 from tests.liveimagekit import leftovers, live_image
 
 pytestmark = [
@@ -150,3 +152,24 @@ def test_cli_plan_and_build_print_json(image: Path, tmp_path: Path) -> None:
     assert isinstance(steps, list) and [s["kind"] for s in steps] == ["cpio", "efiboot", "iso"]
     pxe_plan = liveos("plan", str(image), "--json", "--kind", "pxe", "--base-url", "http://h/p/")
     assert pxe_plan["bootstrap_url"] == "http://h/p/live.iso"
+
+
+def test_plan_of_the_demo_image_takes_seconds_and_runs_nothing(
+    fixture_image: FixtureImageFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo image (the azl fixture, as `nox -s demo` builds it): opening it runs tools,
+    planning runs none -- no dracut, no mksquashfs, no compressor."""
+    image = fixture_image("azl", "qcow2").path
+    with LiveOS.open(image, workdir=tmp_path) as live:
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise AssertionError(f"plan() started a process: {args[1:2]}")
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+        started = time.monotonic()
+        plans = [live.plan(), live.full_os().plan(), live.plan("pxe", base_url="http://10.0.2.100/")]
+        elapsed = time.monotonic() - started
+        monkeypatch.undo()
+    assert elapsed < 30, f"three plans took {elapsed:.1f} s"
+    assert [p.output for p in plans] == ["iso", "iso", "pxe"]
+    assert all(json.loads(json.dumps(p.to_dict())) for p in plans)

@@ -470,3 +470,275 @@ def test_cli_tools_agree_with_the_writer_on_a_real_subtree(tmp_path: Path) -> No
         listing = subprocess.run(["cpio", "-t", "--quiet"], stdin=fp, check=True, capture_output=True).stdout
     ours = [os.fsencode(m.name) for m in iter_entries(archive)]
     assert listing.split(b"\n")[:-1] == ours
+
+
+# ---------------------------------------------------------------------------------------------
+# Regressions: holes found by an attacker (every byte of an initrd is hostile input).
+# ---------------------------------------------------------------------------------------------
+def _canary(tmp_path: Path) -> tuple[Path, tuple[int, int, int, int]]:
+    """A host file outside the extraction target, and its (mode, uid, gid, mtime_ns)."""
+    canary = tmp_path / "canary"
+    canary.write_text("host file\n")
+    canary.chmod(0o600)
+    os.utime(canary, ns=(1_000_000_000, 1_000_000_000))
+    st = canary.stat()
+    return canary, (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)
+
+
+def _state(path: Path) -> tuple[int, int, int, int]:
+    st = path.stat()
+    return st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns
+
+
+@pytest.mark.parametrize("target", ["absolute", "relative"])
+def test_directory_pass_never_follows_a_symlink_that_replaced_the_directory(
+    tmp_path: Path, target: str
+) -> None:
+    """A directory ``d`` then a symlink ``d -> host file``: the final directory pass used to
+    chmod/chown/utime the symlink's target."""
+    canary, before = _canary(tmp_path)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    link = str(canary) if target == "absolute" else "../canary"
+    archive = _raw_archive(
+        CpioEntry.directory("d", mode=0o4777, uid=1234, gid=1234),
+        CpioEntry.directory("e/f", mode=0o777),
+        CpioEntry.symlink("d", link),
+        CpioEntry.symlink("e/f", link),
+        CpioEntry.directory(".", mode=0o750),
+    )
+    extract(io.BytesIO(archive), dest)
+    assert _state(canary) == before
+    assert os.readlink(dest / "d") == link and os.readlink(dest / "e" / "f") == link
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o750  # the root entry "." still applies to dest
+
+
+def test_directory_replaced_by_a_file_keeps_the_files_metadata(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    archive = _raw_archive(CpioEntry.directory("x", mode=0o777), CpioEntry.file("x", b"f", mode=0o640))
+    extract(io.BytesIO(archive), dest)
+    assert (dest / "x").read_bytes() == b"f" and stat.S_IMODE((dest / "x").stat().st_mode) == 0o640
+
+
+def test_node_and_symlink_metadata_never_follows_links(tmp_path: Path) -> None:
+    canary, before = _canary(tmp_path)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    archive = _raw_archive(
+        CpioEntry.symlink("l", str(canary), uid=4321, gid=4321),  # lchown + lutimes, no chmod
+        CpioEntry.symlink("p", str(canary)),
+        CpioEntry.fifo("p", mode=0o666),  # replaces the link; its chmod must not reach the canary
+    )
+    extract(io.BytesIO(archive), dest)
+    assert _state(canary) == before
+    fifo = (dest / "p").lstat()
+    assert stat.S_ISFIFO(fifo.st_mode) and stat.S_IMODE(fifo.st_mode) == 0o666
+    if ROOT:
+        assert (dest / "l").lstat().st_uid == 4321
+
+
+def test_hard_link_to_a_replaced_name_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    canary, before = _canary(tmp_path)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    archive = _raw_archive(
+        CpioEntry("f", stat.S_IFREG | 0o644, nlink=2, ino=9),
+        CpioEntry.symlink("f", str(canary)),  # the first name of the link group is now a symlink
+        CpioEntry("g", stat.S_IFREG | 0o644, nlink=2, ino=9, data=b"pwned"),
+    )
+    extract(io.BytesIO(archive), dest)
+    assert canary.read_text() == "host file\n" and _state(canary) == before
+    assert (dest / "g").read_bytes() == b"pwned" and not (dest / "g").is_symlink()
+
+
+def _zstd_member_with_name_size(namesize: int) -> bytes:
+    header = CpioHeader(1, stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 0, 0, 0, 0, namesize).pack()
+    c = pyzstd.ZstdCompressor(3)
+    chunks = [c.compress(header)]
+    block = b"A" * (1 << 24)
+    for _ in range(namesize >> 24):
+        chunks.append(c.compress(block))
+    return b"".join(chunks) + c.flush()
+
+
+def test_zstd_bomb_declaring_a_512_mib_name_fails_fast(tmp_path: Path) -> None:
+    import time
+    import tracemalloc
+
+    bomb = tmp_path / "initrd.img"
+    bomb.write_bytes(_zstd_member_with_name_size(512 << 20))
+    assert bomb.stat().st_size < 64 * 1024
+    tracemalloc.start()
+    start = time.process_time()
+    try:
+        with pytest.raises(ImageError, match="name size") as info:
+            list(iter_entries(bomb))
+        seconds = time.process_time() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seconds < 1 and peak < 16 << 20, (seconds, peak)
+    assert info.value.path == bomb  # the error names the initrd
+
+
+def test_symlink_target_size_is_capped_before_reading() -> None:
+    header = CpioHeader(1, stat.S_IFLNK | 0o777, 0, 0, 1, 0, 1 << 30, 0, 0, 0, 0, 2).pack()
+    with pytest.raises(ImageError, match="symlink target of 1073741824 bytes"):
+        list(iter_entries(io.BytesIO(header + b"l\0" + b"x" * 100)))
+
+
+ODD_FIELDS = [
+    b"-0000001",
+    b"+0000001",
+    b" 0000001",
+    b"0000001 ",
+    b"0_000001",
+    b"0x000001",
+    b"0000000g",
+    b"\xff0000000",
+]
+
+
+@pytest.mark.parametrize("value", ODD_FIELDS)
+def test_header_fields_must_be_exactly_eight_hex_digits(value: bytes) -> None:
+    good = CpioHeader(1, stat.S_IFREG | 0o644, 0, 0, 1, 0, 1, 0, 0, 0, 0, 2).pack()
+    assert CpioHeader.parse(good.lower()) == CpioHeader.parse(good)  # lower case hex is fine
+    for field in range(13):
+        bad = good[: 6 + 8 * field] + value + good[14 + 8 * field :]
+        with pytest.raises(ImageError, match="8 hex digits"):
+            CpioHeader.parse(bad)
+        with pytest.raises(ImageError):
+            list(iter_entries(io.BytesIO(bad + b"a\0" + b"x\0\0\0")))
+
+
+@pytest.mark.parametrize(
+    ("namesize", "field"),
+    [
+        (4, b"a\0b\0"),  # NUL inside the name
+        (3, b"abc"),  # not NUL-terminated
+        (1, b"\0"),  # empty name
+        (0, b""),  # no room even for the NUL
+        (4097, b"a" * 4096 + b"\0"),  # longer than PATH_MAX
+    ],
+)
+def test_bad_names_are_image_errors(namesize: int, field: bytes) -> None:
+    header = CpioHeader(1, stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 0, 0, 0, 0, namesize).pack()
+    member = header + field + b"\0" * (-(len(header) + len(field)) & 3)
+    with pytest.raises(ImageError):
+        list(iter_entries(io.BytesIO(member + CpioEntry(TRAILER, 0).pack())))
+    with pytest.raises(ImageError):
+        CpioEntry.parse(member)
+
+
+def _compressed(kind: str, data: bytes) -> bytes:
+    import bz2
+    import gzip
+    import lzma
+
+    return {
+        "gzip": lambda: gzip.compress(data),
+        "zstd": lambda: pyzstd.compress(data),
+        "xz": lambda: lzma.compress(data, check=lzma.CHECK_CRC32),
+        "lzma": lambda: lzma.compress(data, format=lzma.FORMAT_ALONE),
+        "bzip2": lambda: bz2.compress(data),
+    }[kind]()
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd", "xz", "lzma", "bzip2"])
+def test_corrupt_and_truncated_compressed_streams_are_image_errors(tmp_path: Path, kind: str) -> None:
+    plain = _raw_archive(*(CpioEntry.file(f"f{i}", os.urandom(200)) for i in range(20)))
+    good = _compressed(kind, plain)
+    assert [e.name for e in read_entries(io.BytesIO(good))] == [f"f{i}" for i in range(20)]
+    corrupt = bytearray(good)
+    for i in range(len(good) // 3, len(good) - 8, 7):
+        corrupt[i] ^= 0x5A
+    for data in (bytes(corrupt), good[: len(good) // 2], good[:12]):
+        path = tmp_path / "initrd.img"
+        path.write_bytes(data)
+        with pytest.raises(ImageError) as info:
+            read_entries(path)
+        assert info.value.path == path
+        dest = tmp_path / "dest"
+        dest.mkdir(exist_ok=True)
+        with pytest.raises(ImageError):
+            extract(path, dest)
+
+
+def test_lzma_dictionary_beyond_the_memory_limit_is_refused() -> None:
+    import lzma
+
+    data = bytearray(lzma.compress(_raw_archive(CpioEntry.file("a", b"x")), format=lzma.FORMAT_ALONE))
+    data[1:5] = (1 << 30).to_bytes(4, "little")  # the .lzma header's dictionary size: 1 GiB
+    with pytest.raises(ImageError, match="MiB to decompress"):
+        list(iter_entries(io.BytesIO(bytes(data))))
+
+
+@pytest.mark.parametrize(
+    "evil",
+    [
+        [CpioEntry.file("a/" + "n" * 256, b"x")],  # ENAMETOOLONG: refused before any syscall
+        [CpioEntry.file("f", b"x"), CpioEntry.file("f/g", b"x")],  # ENOTDIR
+        [CpioEntry.symlink("l", "l"), CpioEntry.file("l/x", b"x")],  # ELOOP
+        [CpioEntry.file("d/x", b"x"), CpioEntry.file("d", b"x")],  # non-empty dir replaced
+        [CpioEntry.char_device("dev/null", 0x1000, 3)],  # impossible device number
+        [CpioEntry.symlink("l", "")],  # empty target
+    ],
+)
+def test_extraction_failures_are_image_errors(tmp_path: Path, evil: list[CpioEntry]) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(ImageError):
+        extract(io.BytesIO(_raw_archive(*evil)), dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]
+
+
+def test_many_tiny_segments_take_linear_time() -> None:
+    """Each compressed segment pushes back the input after its end: that must not copy the rest
+    of the file per segment (about 20 us per segment is Python's own overhead)."""
+    import time
+
+    frame = pyzstd.compress(b"")
+    data = frame * (1_000_000 // len(frame))
+    start = time.process_time()
+    assert list(iter_entries(io.BytesIO(data))) == []
+    assert time.process_time() - start < 8
+
+
+def test_gigabytes_of_zero_padding_are_skipped_quickly() -> None:
+    import time
+
+    c = pyzstd.ZstdCompressor(3)
+    zeros = bytes(16 << 20)
+    chunks = [c.compress(zeros) for _ in range(16)]  # 256 MiB of padding in about 8 KiB
+    bomb = b"".join(chunks) + c.compress(_raw_archive(CpioEntry.file("a", b"x"))) + c.flush()
+    assert len(bomb) < 64 * 1024
+    start = time.process_time()
+    assert [m.name for m in iter_entries(io.BytesIO(bomb))] == ["a"]
+    assert time.process_time() - start < 2
+
+
+def test_deep_paths_use_a_bounded_number_of_fds(tmp_path: Path) -> None:
+    """Parents are opened one component at a time; the fd cache stays bounded at any depth."""
+    deep = "/".join(["d"] * 300)
+    entries = [CpioEntry.directory("/".join(["d"] * i), mode=0o555) for i in range(1, 301)]
+    entries += [CpioEntry.file(f"{deep}/f{i}", b"x") for i in range(3)]
+    entries += [CpioEntry.file(f"d/d/g{i}", b"y") for i in range(3)]
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    fds = len(os.listdir("/proc/self/fd"))
+    assert extract(io.BytesIO(_raw_archive(*entries)), dest).entries == 306
+    assert len(os.listdir("/proc/self/fd")) == fds
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        for _ in range(300):
+            nfd = os.open("d", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+            assert stat.S_IMODE(os.fstat(nfd).st_mode) == 0o555
+            os.close(fd)
+            fd = nfd
+        assert sorted(os.listdir(fd)) == ["f0", "f1", "f2"]
+    finally:
+        os.close(fd)
+    for dirpath, dirnames, _ in os.walk(dest):  # let pytest remove the tree
+        for name in dirnames:
+            os.chmod(os.path.join(dirpath, name), 0o755)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,54 @@ def test_grubenv_errors() -> None:
     env.set("kernelopts", "x" * 1100)
     with pytest.raises(ImageError, match="too small"):
         env.render()
+
+
+# ---------------------------------------------------------------------- hostile input (regressions)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "linux /k\ninitrd\noptions ro\n",  # set_initrd glued the path to the key: 'initrd/boot/...'
+        "linux /k\ninitrd\x0c /i.img\noptions ro\n",  # \f ended a line for splitlines, not for BLS
+        "linux /k\noptions root\r=UUID=x ro\n",  # removing root= glued the rest to 'options'
+        "linux /k\noptions\n",
+    ],
+)
+def test_edits_of_odd_entries_are_idempotent(text: str) -> None:
+    def edit(entry: BlsEntry) -> str:
+        entry.set_root_live(label="L").append_args(["q"]).remove_root().set_initrd("/boot/initrd.img")
+        return entry.render()
+
+    once = edit(BlsEntry.parse(text, "x.conf"))
+    assert edit(BlsEntry.parse(once, "x.conf")) == once
+    assert BlsEntry.parse(once).initrds == ["/boot/initrd.img"]
+
+
+def test_options_errors_name_the_line() -> None:
+    with pytest.raises(ImageError, match=r"x\.conf:3:11"):
+        _ = BlsEntry.parse("title t\nlinux /k\noptions a 'b\n", "x.conf").options
+    with pytest.raises(ImageError, match=r"x\.conf:2:11"):
+        _ = BlsEntry.parse("linux /k\noptions a ; b\n", "x.conf").options
+    with pytest.raises(ImageError, match="more than 4096 arguments"):
+        _ = BlsEntry.parse("linux /k\noptions " + "a " * 5000 + "\n", "x.conf").options
+
+
+def test_absurd_versions_are_refused() -> None:
+    """rpmvercmp int()s number segments: 5000 digits raised a plain ValueError while sorting."""
+    with pytest.raises(ImageError, match="version is 5000 characters"):
+        BlsEntry.parse("version " + "9" * 5000 + "\nlinux /k\n", "x.conf")
+    with pytest.raises(ImageError, match="linux file name"):
+        BlsEntry.parse(f"linux /boot/vmlinuz-{'9' * 5000}\n", "x.conf")
+
+
+def test_kernelopts_inlining_is_linear() -> None:
+    kernelopts = KernelArgs.parse(" ".join(f"a{i}" for i in range(4000)), ArgSyntax.KERNEL)
+    entry = BlsEntry.parse("linux /k\noptions $kernelopts\n")
+    started = time.perf_counter()
+    entry.inline_kernelopts(kernelopts)
+    assert len(entry.options) == 4000 and time.perf_counter() - started < 2.0
+
+
+def test_kernel_syntax_round_trips_odd_arguments() -> None:
+    for text in ('a "" b', '" a=" b', '"x y"', 'k="v w"'):
+        args = KernelArgs.parse(text, ArgSyntax.KERNEL)
+        assert KernelArgs.parse(args.render(ArgSyntax.KERNEL), ArgSyntax.KERNEL) == args

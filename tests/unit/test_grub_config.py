@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -396,3 +397,86 @@ def test_check_args() -> None:
     assert check_args(["rd.live.azldownloader=enable"], "102-11.azl3") == []
     assert "Azure Linux" in check_args(["rd.live.azldownloader=enable"], "059-4")[0]
     assert "root shell" in check_args(["rd.shell"], None)[0]
+
+
+# ---------------------------------------------------------------------- hostile input (regressions)
+def test_composed_argument_edits_equal_edits_one_by_one() -> None:
+    """Argument edits in a row are spliced in once; the text is what splicing each one gives."""
+    text = (DATA / "debian-bookworm.cfg").read_text()
+    composed = GrubConfig.parse(text)
+    one_by_one = GrubConfig.parse(text)
+    edits: list[Callable[[GrubConfig], object]] = [
+        lambda c: c.set_root_live(label="LIVEOS"),
+        lambda c: c.append_args(["a", "b c"]),
+        lambda c: c.remove_args("ro", "a"),
+        lambda c: c.disable_selinux(),
+        lambda c: c.append_args(["a"]),
+    ]
+    for edit in edits:
+        edit(composed)
+        edit(one_by_one)
+        one_by_one = GrubConfig.parse(one_by_one.render())
+    assert composed.render() == one_by_one.render()
+    assert composed.kernel_args() == one_by_one.kernel_args()
+
+
+def test_search_variable_stays_one_word() -> None:
+    """``--set="a;b"`` was written back bare: two commands, and a new edit on every run."""
+    texts = (
+        'search --set="a;b" -u X\n',
+        "search.fs_uuid X 'a b'\n",
+        "search --set=$v -u X\n",
+        "search.fs_uuid X ''\n",
+    )
+    for text in texts:
+        config = GrubConfig.parse(text)
+        config.set_search_label("L")
+        once = config.render()
+        assert len(GrubConfig.parse(once).commands) == 1, once
+        assert config.set_search_label("L").render() == once
+
+
+def test_prefix_boot_paths_edge_cases() -> None:
+    # a relative path is not one to put under /boot ('/bootvmlinuz' again and again)
+    config = GrubConfig.parse('linux vmlinuz\ninitrd (hd0)initrd ""\n')
+    assert config.prefix_boot_paths().render() == 'linux vmlinuz\ninitrd (hd0)initrd ""\n'
+    # a bare assignment counts: two assignments of bootprefix, no guess which to change
+    text = "set bootprefix=/boot\nbootprefix=\nlinux $bootprefix/vmlinuz\n"
+    assert GrubConfig.parse(text).prefix_boot_paths().render() == text
+    config = GrubConfig.parse("bootprefix=\nlinux $bootprefix/vmlinuz\n").prefix_boot_paths()
+    assert config.render() == "bootprefix=/boot\nlinux $bootprefix/vmlinuz\n"
+
+
+def test_variables_that_double_are_refused() -> None:
+    config = GrubConfig.parse("set a=x\n" + "set a=$a$a\n" * 64 + "linux $a\n", "/boot/grub/grub.cfg")
+    with pytest.raises(ImageError, match=r"grub\.cfg:\d+: its variables expand"):
+        config.kernel_paths()
+
+
+def test_hostile_sizes_stay_fast() -> None:
+    """Shapes that were quadratic: many commands on one line, many initrds, many paths."""
+    cases: list[tuple[str, Callable[[GrubConfig], object]]] = [
+        ("search -u x;" * 20_000 + "\n", lambda c: c.remove_search()),
+        ("menuentry x {\nlinux /k\n" + "initrd /i\n" * 20_000 + "}\n", lambda c: c.kernel_lines()),
+        ("".join(f"initrd /i{i}\n" for i in range(20_000)), lambda c: c.initrd_paths()),
+        ("linux /k " + "a " * 4000 + "\n", lambda c: c.set_root_live(label="L").render()),
+    ]
+    for text, action in cases:
+        started = time.perf_counter()
+        action(GrubConfig.parse(text))
+        assert time.perf_counter() - started < 2.0
+
+
+def test_too_many_tokens_are_refused_fast() -> None:
+    started = time.perf_counter()
+    with pytest.raises(ImageError, match=r"grub\.cfg:\d+\): liveos refuses"):
+        GrubConfig.parse("a;" * (1 << 19), "/boot/grub/grub.cfg")
+    assert time.perf_counter() - started < 1.5
+    with pytest.raises(ImageError, match="more than 4096 arguments"):
+        GrubConfig.parse("linux /k " + "a " * 5000 + "\n").kernel_args()
+
+
+def test_empty_word_as_a_path() -> None:
+    """``linux ""`` made prefix_boot_paths raise IndexError."""
+    config = GrubConfig.parse('linux "" ro\n')
+    assert config.prefix_boot_paths().render() == 'linux "" ro\n'

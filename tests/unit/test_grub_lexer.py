@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -108,3 +109,44 @@ def test_quoted_words_are_valid_for_grub_itself(value: str) -> None:
     script = f"echo {quote(value)}\n"
     result = subprocess.run(["grub-script-check"], input=script.encode(), capture_output=True, check=False)
     assert result.returncode == 0, (script, result.stdout, result.stderr)
+
+
+# ---------------------------------------------------------------------- hostile input (regressions)
+def test_long_quoted_word_is_linear() -> None:
+    """A 1 MiB double-quoted word made one Part per character and joined them quadratically: 23 s."""
+    for body, seconds in (("x" * (1 << 20), 0.5), ("\\$" * (1 << 19), 0.5), ("a\\\nb" * (1 << 18), 2.0)):
+        started = time.perf_counter()
+        (word,) = tokenize(f'"{body}"')
+        assert time.perf_counter() - started < seconds  # the last: a quarter million pieces
+        assert word.literal == body.replace("\\$", "$").replace("\\\n", "")
+
+
+def test_adjacent_quoted_pieces_merge_like_before() -> None:
+    (word,) = tokenize("'a''b'\"c\"\"d\\\ne\"f\\ g$h")
+    assert [(p.kind, p.text, p.start, p.end) for p in word.parts] == [
+        (PartKind.SQUOTED, "ab", 0, 6),
+        (PartKind.DQUOTED, "c", 7, 8),
+        (PartKind.DQUOTED, "d", 10, 11),
+        (PartKind.DQUOTED, "e", 13, 14),
+        (PartKind.TEXT, "f g", 15, 19),
+        (PartKind.VAR, "h", 19, 21),
+    ]
+
+
+def test_span_tokenizing_reports_positions_in_the_whole_text() -> None:
+    text = "title x\noptions a 'b c' $d\n"
+    start = text.index("a '")
+    tokens = tokenize(text, "x.conf", start=start, end=len(text) - 1)
+    assert [t.source for t in tokens] == ["a", "'b c'", "$d"]
+    assert all(text[t.start : t.end] == t.source for t in tokens)
+    with pytest.raises(ImageError, match=r"x\.conf:2:11"):
+        tokenize("title x\noptions a 'b c\n", "x.conf", start=start, end=len(text) - 1)
+
+
+def test_token_limit_and_short_error_messages() -> None:
+    assert len(tokenize("a b c", limit=3)) == 3
+    with pytest.raises(ImageError, match="more than 3 words"):
+        tokenize("a b c d", limit=3)
+    with pytest.raises(ImageError, match="invalid variable name") as caught:
+        tokenize("echo ${" + "-" * 100_000 + "}")
+    assert len(str(caught.value)) < 500  # hostile text is quoted cut short

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from liveos.errors import ImageError, UsageError
+from liveos.image import formats
 from liveos.image.formats import VHD_FOOTER_SIZE, DiskFormat, VhdFooter, detect, raw_view
 from tests.imagekit import PartSpec, convert, make_disk, sh, sha256, write_tree
 
@@ -140,3 +141,50 @@ def test_qemu_img_is_what_reads_formats() -> None:
     out = subprocess.run(["qemu-img", "--help"], capture_output=True, text=True, check=True).stdout
     for driver in ("qcow2", "vpc", "vhdx", "raw"):
         assert driver in out
+
+
+# -- hostile bytes (no qemu-img: the pure parsing) ---------------------------------------------
+def _footer(patch: dict[int, bytes]) -> bytes:
+    footer = bytearray(VHD_FOOTER_SIZE)
+    footer[:8] = b"conectix"
+    for offset, value in patch.items():
+        footer[offset : offset + len(value)] = value
+    struct.pack_into(">I", footer, 64, ~sum(footer) & 0xFFFFFFFF)
+    return bytes(footer)
+
+
+def test_vhd_footer_parse_takes_any_bytes() -> None:
+    assert VhdFooter.parse(b"") is None
+    assert VhdFooter.parse(b"conectix") is None  # short
+    assert VhdFooter.parse(b"conectix" + bytes(504)) is None  # checksum wrong
+    extreme = _footer({28: b"\xff" * 4, 48: b"\xff" * 8, 56: b"\xff" * 8})
+    footer = VhdFooter.parse(extreme + b"trailing bytes are ignored")
+    assert footer is not None
+    assert (footer.current_size, footer.cylinders, footer.heads, footer.sectors) == (
+        2**64 - 1,
+        65535,
+        255,
+        255,
+    )
+    assert footer.geometry_size == 65535 * 255 * 255 * 512 and footer.uses_geometry_size is False
+    vpc = VhdFooter.parse(_footer({28: b"vpc ", 56: struct.pack(">HBB", 0, 0, 0)}))
+    assert vpc is not None and vpc.geometry_size == 0 and vpc.uses_geometry_size is False
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [b"", b"not json", b"[1, 2]", b"\xff\xfe", b"[" * 100_000, b'{"format": "raw", "virtual-size": "12"}',
+     b'{"format": "raw", "virtual-size": true}', b'{"format": "raw", "virtual-size": -5}'],
+)  # fmt: skip
+def test_odd_qemu_img_reports_are_image_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stdout: bytes
+) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(4096))
+
+    def fake_run(argv: list[object], **_: object) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.CompletedProcess([str(a) for a in argv], 0, stdout, b"")
+
+    monkeypatch.setattr(formats, "run", fake_run)
+    with pytest.raises(ImageError):
+        detect(image)

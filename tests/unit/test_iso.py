@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from liveos.atomic import atomic_output
-from liveos.errors import UsageError
+from liveos.confined import check_component
+from liveos.errors import ImageError, UsageError
 from liveos.image.isofs import EntryKind, IsoReader
 from liveos.iso import (
     EfiBootFiles,
@@ -429,3 +431,212 @@ def test_file_over_4gib_is_multi_extent(tmp_path: Path) -> None:
         ["bsdtar", "-xOf", iso, "liveos/rootfs.img"], stdout=subprocess.PIPE, check=True
     ).stdout[-5:]
     assert tail == b"tail!"
+
+
+# -- hostile ISOs (regressions: every byte of an ISO is untrusted) ----------------------------
+def small_iso(tmp_path: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    writer = IsoWriter("HOSTILE")
+    for path, data in files.items():
+        writer.add_bytes(path, data)
+    for path, target in (links or {}).items():
+        writer.add_symlink(path, target)
+    iso = tmp_path / "hostile.iso"
+    writer.write(iso, hybrid=False)
+    return iso
+
+
+def patch_nm(iso: Path, old: bytes, new: bytes) -> None:
+    """Replace the Rock Ridge name (NM entry) ``old`` by ``new`` of the same length."""
+    assert len(old) == len(new)
+    data = bytearray(iso.read_bytes())
+    marker = b"NM" + bytes([5 + len(old), 1, 0]) + old
+    assert data.count(marker) == 1, marker
+    start = data.index(marker) + 5
+    data[start : start + len(old)] = new
+    iso.write_bytes(data)
+
+
+def outside(tmp_path: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Everything in ``tmp_path`` but the extraction target: it must not change."""
+    result = {}
+    for path in sorted(tmp_path.rglob("*")):
+        if "dest" in path.relative_to(tmp_path).parts:
+            continue
+        st = path.lstat()
+        content = path.read_bytes() if stat.S_ISREG(st.st_mode) else b""
+        result[str(path)] = (st.st_mode, st.st_mtime_ns, content)
+    return result
+
+
+@pytest.mark.parametrize(
+    "name", [b"..", b".", b"a/b", b"/x", b"a\0b", b"../../pwned", b"../../../../../../../../tmp/pwned"]
+)
+def test_rock_ridge_names_are_validated_before_any_path_is_built(tmp_path: Path, name: bytes) -> None:
+    """A crafted NM name (``..``, ``a/b``...) used to let extract() write anywhere on the host."""
+    iso = small_iso(tmp_path, {"/boot/" + "z" * len(name): b"pwned\n", "/pwned": b"real\n"})
+    patch_nm(iso, b"z" * len(name), name)
+    before = outside(tmp_path)
+    with IsoReader(iso) as reader:
+        with pytest.raises(ImageError) as info:
+            list(reader.walk())
+        assert info.value.path == iso and repr(name) in info.value.message
+        with pytest.raises(ImageError):
+            reader.extract("/", tmp_path / "dest")
+        with pytest.raises(ImageError):
+            reader.extract("/boot", tmp_path / "dest" / "boot")
+        assert reader.read_bytes("/pwned") == b"real\n"  # the rest of the ISO is still readable
+    assert outside(tmp_path) == before
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_component_checks() -> None:
+    assert check_component(b"ok \xff", what="ISO") == "ok \udcff"
+    for bad in (b"", b".", b"..", b"a/b", b"a\0", b"x" * 256):
+        with pytest.raises(ImageError):
+            check_component(bad, what="ISO")
+
+
+def _sl_over_tf(iso: Path, rr_name: bytes, up: int, target: str) -> None:
+    """Turn the directory ``rr_name`` into a directory that is also a symlink: its TF entry
+    (timestamps) is overwritten by an SL entry of the same length pointing to
+    ``../`` * up + ``target`` (``target`` is padded to fill the slot)."""
+    data = bytearray(iso.read_bytes())
+    nm = data.index(b"NM" + bytes([5 + len(rr_name), 1, 0]) + rr_name)
+    tf = data.index(b"TF", nm)
+    size = data[tf + 2]
+    name = target.encode()
+    free = size - 5 - 2 * up - 2
+    assert len(name) == free, f"target must be {free} bytes"
+    data[tf : tf + size] = b"SL" + bytes([size, 1, 0]) + b"\x04\x00" * up + bytes([0, len(name)]) + name
+    iso.write_bytes(data)
+
+
+def test_symlink_then_file_through_it_is_refused(tmp_path: Path) -> None:
+    """``boot/x`` both a directory holding ``passwd`` and a symlink out of the target: the old
+    reader created the symlink, then wrote ``boot/x/passwd`` through it onto the host."""
+    iso = small_iso(tmp_path, {"/boot/x/passwd": b"pwned\n"})
+    _sl_over_tf(iso, b"x", 2, "c" * 15)
+    canary = tmp_path / ("c" * 15)
+    canary.mkdir()
+    before = outside(tmp_path)
+    with IsoReader(iso) as reader:
+        with pytest.raises(ImageError, match="both a directory and a symlink"):
+            list(reader.walk())
+        with pytest.raises(ImageError):
+            reader.extract("/", tmp_path / "dest")
+    assert outside(tmp_path) == before and not (canary / "passwd").exists()
+
+
+def test_duplicate_rock_ridge_names_are_refused(tmp_path: Path) -> None:
+    """A symlink renamed onto a directory's name: extracting one through the other is refused."""
+    iso = small_iso(tmp_path, {"/boot/abc/passwd": b"pwned\n"}, {"/boot/lnk": "../../canary"})
+    patch_nm(iso, b"lnk", b"abc")
+    (tmp_path / "canary").mkdir()
+    before = outside(tmp_path)
+    with IsoReader(iso) as reader:
+        with pytest.raises(ImageError, match="two entries named 'abc'"):
+            list(reader.walk())
+        with pytest.raises(ImageError):
+            reader.extract("/", tmp_path / "dest")
+    assert outside(tmp_path) == before
+
+
+def test_extract_never_writes_through_a_symlink_at_the_destination(tmp_path: Path) -> None:
+    iso = small_iso(tmp_path, {"/f": b"new\n"}, {"/dir/l": "/etc/passwd"})
+    canary = tmp_path / "canary"
+    canary.write_text("host\n")
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "dest" / "f").symlink_to(canary)
+    with IsoReader(iso) as reader:
+        reader.extract("/f", tmp_path / "dest" / "f")
+        reader.extract("/", tmp_path / "dest")
+        reader.extract("/", tmp_path / "dest")  # again: every entry replaced, nothing followed
+    assert canary.read_text() == "host\n"
+    assert (tmp_path / "dest" / "f").read_bytes() == b"new\n" and not (tmp_path / "dest" / "f").is_symlink()
+    assert os.readlink(tmp_path / "dest" / "dir" / "l") == "/etc/passwd"
+
+
+def _corrupt_isos(tmp_path: Path) -> dict[str, bytes]:
+    iso = small_iso(tmp_path, {"/a/b.txt": b"b" * 5000, "/big": os.urandom(200_000)}, {"/l": "a/b.txt"})
+    good = iso.read_bytes()
+    pvd = 16 * 2048
+    root_extent = pvd + 156 + 2  # the root directory record's extent (little endian)
+    return {
+        "empty": b"",
+        "garbage": os.urandom(128 * 1024),
+        "half": good[: len(good) // 2],
+        "no-data": good[: len(good) - 150_000],
+        "root-extent": good[:root_extent] + b"\xff\xff\xff\x7f" + good[root_extent + 4 :],
+        "pvd-zeroed": good[:pvd] + bytes(2048) + good[pvd + 2048 :],
+        "dirs-zeroed": good[: 20 * 2048] + bytes(10 * 2048) + good[30 * 2048 :],
+    }
+
+
+def test_corrupt_isos_are_image_errors(tmp_path: Path) -> None:
+    for what, data in _corrupt_isos(tmp_path).items():
+        iso = tmp_path / f"{what}.iso"
+        iso.write_bytes(data)
+        try:
+            with IsoReader(iso) as reader:
+                for entry in reader.walk():
+                    if entry.kind is EntryKind.FILE:
+                        reader.read_bytes(entry.path)
+                reader.extract("/", tmp_path / f"dest-{what}")
+        except ImageError as exc:
+            assert exc.path == iso, what
+        except Exception as exc:
+            raise AssertionError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+def test_truncated_isos_are_image_errors(tmp_path: Path) -> None:
+    """pycdlib silently shortens a file whose data goes past the end of the file (and makes the
+    length negative when it starts there): a truncated ISO must not read as short files."""
+    iso = small_iso(tmp_path, {"/big": os.urandom(200_000)})
+    with IsoReader(iso) as reader:
+        offset, size = reader.extent("/big")
+    with open(iso, "r+b") as fp:
+        fp.truncate(offset + size // 2)
+    with pytest.raises(ImageError, match="truncated"):
+        IsoReader(iso)
+
+
+def test_lookups_keep_their_usage_errors(tmp_path: Path) -> None:
+    iso = small_iso(tmp_path, {"/d/f": b"x"}, {"/l": "d"})
+    with IsoReader(iso) as reader:
+        with pytest.raises(UsageError, match="not found"):
+            reader.read_bytes("/missing")
+        with pytest.raises(UsageError, match="not found"):
+            reader.entry("/l/f")  # symlinks on the ISO are never followed
+        with pytest.raises(UsageError):
+            reader.read_bytes("/d")
+        with pytest.raises(UsageError):
+            reader.extents("/l")
+        with pytest.raises(ImageError):
+            list(reader.walk("/d/f"))
+        assert reader.entry("/l").target == "d"
+
+
+def test_extract_within_a_root_never_follows_links_above_dest(tmp_path: Path) -> None:
+    """live_iso extracts entry by entry to host paths it builds (``boot/efi/EFI/BOOT/...``): with
+    ``within``, a symlink an earlier extraction created on the way (``/boot/efi -> canary``) is
+    refused instead of followed."""
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    iso = small_iso(
+        tmp_path, {"/EFI/BOOT/bootx64.efi": b"efi", "/boot/vmlinuz": b"k"}, {"/boot/efi": str(canary)}
+    )
+    layer = tmp_path / "dest"
+    layer.mkdir()
+    with IsoReader(iso) as reader:
+        for entry in reader.walk("/boot"):
+            reader.extract(entry.path, layer / entry.path[1:], within=layer)
+        with pytest.raises(ImageError, match="not a directory"):
+            reader.extract("/EFI/BOOT/bootx64.efi", layer / "boot/efi/EFI/BOOT/bootx64.efi", within=layer)
+        with pytest.raises(ImageError, match="not a directory"):
+            reader.extract("/EFI/BOOT", layer / "boot/efi/EFI/BOOT", within=layer)
+        reader.extract("/EFI", layer / "esp/EFI", within=layer)  # missing parents are created
+        with pytest.raises(UsageError):
+            reader.extract("/EFI", tmp_path / "elsewhere", within=layer)
+    assert list(canary.iterdir()) == []
+    assert (layer / "esp/EFI/BOOT/bootx64.efi").read_bytes() == b"efi"
+    assert os.readlink(layer / "boot/efi") == str(canary)

@@ -91,3 +91,10 @@ def test_parse_os_release_and_Version() -> None:
     assert parse_os_release("A=1\nB='two words'\n")["B"] == "two words"
     assert Version("6.6.10") > Version("6.6.9")
     assert Version("6.6.10.1") > Version("6.6.10")
+
+
+def test_version_order_takes_any_number_of_digits() -> None:
+    from liveos.versions import rpmvercmp
+
+    assert rpmvercmp("1" * 5000, "2" * 5000) == -1
+    assert rpmvercmp("007", "7") == 0 and rpmvercmp("10", "9") == 1 and rpmvercmp("1.010", "1.9") == 1

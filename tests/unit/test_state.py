@@ -129,6 +129,44 @@ def test_state_rejects_newer_schema_and_non_json() -> None:
             MediaState.parse(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"schema": ' + "1" * 5000 + "}", "digits"),  # int() raised a plain ValueError (digit limit)
+        ("[" * 100_000 + "]" * 100_000, "bytes|characters"),  # too long before anything else
+        ("[" * 30_000, "nested"),  # json recursed into a RecursionError
+        ('{"schema": NaN}', "NaN"),
+        ('{"schema": 1, "schema": 2}', "twice"),
+        (b"\xff\xfe{}", "UnicodeDecodeError"),
+        (" " * (64 * 1024 + 1), "more than 65536"),
+    ],
+)
+def test_state_hostile_documents_are_image_errors(text: str | bytes, message: str) -> None:
+    with pytest.raises(ImageError, match=message) as caught:
+        MediaState.parse(text, path="media.iso:/liveos/state.json")
+    assert "media.iso:/liveos/state.json" in str(caught.value) and len(str(caught.value)) < 1000
+
+
+@pytest.mark.parametrize("size", [-1, 2**63, 2**64, 10**19])
+def test_state_source_size_is_a_file_size(size: int) -> None:
+    doc = _doc()
+    source = doc["source"]
+    assert isinstance(source, dict)
+    source["size"] = size
+    with pytest.raises(ImageError, match=r"source\.size"):
+        MediaState.parse(json.dumps(doc))
+    source["size"] = 2**63 - 1
+    assert MediaState.parse(json.dumps(doc)).source.size == 2**63 - 1
+
+
+def test_state_long_strings_are_quoted_short() -> None:
+    doc = _doc()
+    doc["label"] = "x" * 50_000
+    with pytest.raises(ImageError, match="label") as caught:
+        MediaState.parse(json.dumps(doc))
+    assert len(str(caught.value)) < 1000
+
+
 def test_digest_sees_head_tail_and_size(tmp_path: Path) -> None:
     path = tmp_path / "disk"
     data = bytearray(b"\1" * (3 << 20))
