@@ -12,48 +12,33 @@ must not change). Run with ``pytest -s`` to see how many examples each test ran.
 from __future__ import annotations
 
 import bz2
-import collections
-import contextlib
 import gzip
-import hashlib
 import io
 import lzma
 import os
 import stat
 import tempfile
-import time
-import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pyzstd
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from liveos.cpio import TRAILER, CpioEntry, CpioHeader, extract, iter_entries, read_entries, write_newc
 from liveos.errors import ImageError, LiveOSError
 from liveos.settings import Compression
+from tests.fuzz.fuzzkit import MAX_PEAK, bounded, fuzz_settings, make_canary, runs, tree_state
+from tests.unit.test_cpio import ODD_FIELDS as NOT_HEX_FIELDS
 
 ROOT = os.geteuid() == 0
-#: Examples each test actually ran (printed at the end of the module, visible with ``pytest -s``).
-RUNS: collections.Counter[str] = collections.Counter()
-MAX_CPU_SECONDS = 2.0
-#: Peak Python allocations for one input (all inputs here are under 64 KiB) ...
-MAX_PEAK = 64 << 20
-#: ... except that an xz/lzma header may ask for a dictionary up to the reader's decoder limit.
+RUNS = runs(__name__)
+#: Peak Python allocations for one input (all are under 64 KiB) are bounded by ``MAX_PEAK``, except
+#: that an xz/lzma header may ask for a dictionary up to the reader's decoder limit.
 MAX_PEAK_LZMA = (80 << 20) + (16 << 20)
-FUZZ = settings(
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_runs() -> Iterator[None]:
-    yield
-    print(f"\n[test_fuzz_cpio] examples run: {dict(RUNS)}")
+FUZZ = fuzz_settings()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,51 +56,10 @@ class Sandbox:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
     root = tmp_path_factory.mktemp("fuzz-cpio")
-    canary = root / "canary"
-    (canary / "sub").mkdir(parents=True)
-    (canary / "secret").write_text("host secret\n")
-    (canary / "secret").chmod(0o600)
-    (canary / "sub" / "file").write_text("host file\n")
+    canary = make_canary(root)
     (canary / "sub").chmod(0o700)
     os.symlink("secret", canary / "link")
     return Sandbox(root)
-
-
-def tree_state(top: Path, skip: Path | None = None) -> dict[str, tuple[object, ...]]:
-    """Everything about ``top`` (but ``skip``) that a hostile extraction could change."""
-    state: dict[str, tuple[object, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        here = Path(dirpath)
-        if skip is not None and here == skip:
-            dirnames.clear()
-            continue
-        for name in [".", *dirnames, *filenames]:
-            path = here / name
-            if skip is not None and path == skip:
-                continue
-            st_ = path.lstat()
-            item: tuple[object, ...] = (st_.st_mode, st_.st_uid, st_.st_gid, st_.st_mtime_ns, st_.st_nlink)
-            if stat.S_ISREG(st_.st_mode):
-                item += (hashlib.sha256(path.read_bytes()).hexdigest(),)
-            elif stat.S_ISLNK(st_.st_mode):
-                item += (os.readlink(path),)
-            state[str(path.relative_to(top))] = item
-    return state
-
-
-@contextlib.contextmanager
-def bounded(limit: int) -> Iterator[None]:
-    """Assert the block's CPU time and peak Python allocations."""
-    tracemalloc.start()
-    start = time.process_time()
-    try:
-        yield
-    finally:
-        seconds = time.process_time() - start
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    assert seconds < MAX_CPU_SECONDS, f"{seconds:.2f} s of CPU for one input"
-    assert peak < limit, f"{peak >> 20} MiB peak for one input"
 
 
 def exercise(
@@ -235,13 +179,7 @@ def peak_limit(compression: str) -> int:
 # Mutations.
 # ---------------------------------------------------------------------------------------------
 ODD_FIELDS = [
-    b"-0000001",
-    b"+0000001",
-    b" 0000001",
-    b"0000001 ",
-    b"0_000001",
-    b"0x000001",
-    b"0000000g",
+    *NOT_HEX_FIELDS,  # the unit tests' malformed fields: signs, spaces, "0x", non-hex, non-ASCII
     b"\xff\xfe0000000"[:8],
     b"FFFFFFFF",  # 4 GiB - 1: a giant name size or file size
     b"7FFFFFFF",

@@ -13,22 +13,20 @@ Each test counts the examples it ran; ``pytest -s`` prints the counts at the end
 
 from __future__ import annotations
 
-import collections
-import os
 import time
-import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liveos.errors import ImageError, InternalError, LiveOSError
 from liveos.grub import BlsEntry, GrubConfig, GrubEnv, KernelArgs, parse_env_vars, render_menu, tokenize
 from liveos.grub.kernelargs import MAX_KERNEL_ARGS, ArgSyntax
 from liveos.grub.parser import MAX_NESTING, MAX_TOKENS
+from tests.fuzz.fuzzkit import MIB, PER_INPUT_SECONDS, examples, fuzz_settings, measured, runs
 
 DATA = Path(__file__).parent.parent / "data" / "grub"
 GRUB_SEEDS = [p.read_text() for p in sorted([*DATA.glob("*.cfg"), DATA / "fedora" / "grub.cfg"])]
@@ -36,30 +34,10 @@ BLS_SEEDS = [p.read_text() for p in sorted((DATA / "fedora" / "loader" / "entrie
 GRUBENV_SEED = (DATA / "fedora" / "grubenv").read_bytes()
 ENV_SEED = (DATA / "azurelinux3-mariner.cfg").read_text()
 PATH = "/boot/grub2/grub.cfg"
-MIB = 1 << 20
 
-#: Examples each fuzz test ran (printed at the end of the module: ``pytest -s``).
-RUNS: collections.Counter[str] = collections.Counter()
-#: Seconds one small input may take, all edit sequences included (typically a few milliseconds).
-PER_INPUT_SECONDS = 2.0
-SCALE = int(os.environ.get("LIVEOS_FUZZ_SCALE", "1"))
-
-
-def examples(count: int) -> int:
-    return count * SCALE
-
-
-FUZZ = settings(
-    max_examples=examples(600),
-    deadline=timedelta(seconds=PER_INPUT_SECONDS),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report_runs() -> Iterator[None]:
-    yield
-    print("\nfuzz examples run:", ", ".join(f"{name}={count}" for name, count in sorted(RUNS.items())))
+RUNS = runs(__name__)
+#: ``PER_INPUT_SECONDS`` bounds each input, all edit sequences included.
+FUZZ = fuzz_settings(examples(600), deadline=timedelta(seconds=PER_INPUT_SECONDS))
 
 
 # ---------------------------------------------------------------------- inputs
@@ -310,13 +288,9 @@ def test_fuzz_grub_memory_is_bounded(text: str) -> None:
 
 def _peak_memory(text: str) -> int:
     """Bytes at the peak of parsing, querying and editing ``text`` (every sequence, twice)."""
-    tracemalloc.start()
-    try:
+    with measured() as usage:
         check_grub(text, timed=False)  # tracemalloc makes allocation several times slower
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return peak
+    return usage.peak
 
 
 def test_grub_memory_of_a_64k_config() -> None:

@@ -12,43 +12,29 @@ Run with ``pytest -s`` to see how many examples each test ran.
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import hashlib
 import os
 import re
 import shutil
-import stat
 import subprocess
 import tempfile
-import time
-import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from liveos.errors import LiveOSError
 from liveos.image.isofs import EntryKind, IsoReader
 from liveos.iso import IsoWriter
+from tests.fuzz.fuzzkit import bounded, fuzz_settings, make_canary, runs, tree_state
 
-#: Examples each test actually ran (printed at the end of the module, visible with ``pytest -s``).
-RUNS: collections.Counter[str] = collections.Counter()
-MAX_CPU_SECONDS = 2.0
-MAX_PEAK = 64 << 20
-FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+RUNS = runs(__name__)
+FUZZ = fuzz_settings()
 #: Rock Ridge names of the length of the evil ones the mutations write over them.
 EVIL = [b"..", b".", b"/", b"a/b", b"\0", b"../x", b"../../canary/pwned", b"x\0y"]
 SIGNATURES = (b"NM", b"SL", b"PX", b"TF", b"CE", b"RE", b"CL", b"PL", b"SP", b"ER", b"RR", b"PN", b"CD001")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_runs() -> Iterator[None]:
-    yield
-    print(f"\n[test_fuzz_iso] examples run: {dict(RUNS)}")
 
 
 @dataclass(frozen=True)
@@ -110,11 +96,7 @@ def _populate(
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
     root = tmp_path_factory.mktemp("fuzz-iso")
-    canary = root / "canary"
-    (canary / "sub").mkdir(parents=True)
-    (canary / "secret").write_text("host secret\n")
-    (canary / "secret").chmod(0o600)
-    (canary / "sub" / "file").write_text("host file\n")
+    canary = make_canary(root)
     bases = []
 
     writer = IsoWriter("FUZZ")
@@ -150,42 +132,6 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
 # ---------------------------------------------------------------------------------------------
 # Checks.
 # ---------------------------------------------------------------------------------------------
-def tree_state(top: Path, skip: Path) -> dict[str, tuple[object, ...]]:
-    """Everything about ``top`` (but ``skip``) that a hostile extraction could change."""
-    state: dict[str, tuple[object, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        here = Path(dirpath)
-        if here == skip:
-            dirnames.clear()
-            continue
-        for name in [".", *dirnames, *filenames]:
-            path = here / name
-            if path == skip:
-                continue
-            st_ = path.lstat()
-            item: tuple[object, ...] = (st_.st_mode, st_.st_uid, st_.st_gid, st_.st_mtime_ns, st_.st_nlink)
-            if stat.S_ISREG(st_.st_mode):
-                item += (hashlib.sha256(path.read_bytes()).hexdigest(),)
-            elif stat.S_ISLNK(st_.st_mode):
-                item += (os.readlink(path),)
-            state[str(path.relative_to(top))] = item
-    return state
-
-
-@contextlib.contextmanager
-def bounded() -> Iterator[None]:
-    tracemalloc.start()
-    start = time.process_time()
-    try:
-        yield
-    finally:
-        seconds = time.process_time() - start
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    assert seconds < MAX_CPU_SECONDS, f"{seconds:.2f} s of CPU for one ISO"
-    assert peak < MAX_PEAK, f"{peak >> 20} MiB peak for one ISO"
-
-
 def _read_everything(iso: Path, out: Path) -> str:
     """Everything a caller can do with an ISO; extractions go below ``out``."""
     with IsoReader(iso) as reader:
@@ -215,7 +161,7 @@ def exercise(sandbox: Sandbox, data: bytes, *, name: str) -> None:
         out = work / "out"
         out.mkdir()
         before = tree_state(sandbox.root, skip=out)
-        with bounded():
+        with bounded(what="one ISO"):
             try:
                 outcome = _read_everything(iso, out)
             except LiveOSError as exc:

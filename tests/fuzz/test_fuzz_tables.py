@@ -13,22 +13,18 @@ Each test counts the examples it ran; ``pytest -s`` prints the counts at the end
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import itertools
 import json
-import os
 import struct
 import time
-import tracemalloc
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liveos.errors import ImageError, LiveOSError
@@ -36,43 +32,17 @@ from liveos.image.formats import VHD_COOKIE, VHD_FOOTER_SIZE, VhdFooter
 from liveos.image.fstab import FstabEntry, parse_fstab
 from liveos.image.partitions import MAX_PARTITIONS, PartitionTable, read_partition_table
 from liveos.settings import InitramfsMode
-from liveos.state import DIGEST_ALGORITHM, MAX_STATE_BYTES, MediaState, SourceDigest
+from liveos.state import MAX_STATE_BYTES, MediaState, SourceDigest
+from tests.fuzz.fuzzkit import MIB, PER_INPUT_SECONDS, examples, fuzz_settings, measured, runs
 from tests.unit.test_image_partitions import SECTOR, gpt_bytes, mbr_bytes
+from tests.unit.test_state import STATE
 
-MIB = 1 << 20
-RUNS: collections.Counter[str] = collections.Counter()
-SCALE = int(os.environ.get("LIVEOS_FUZZ_SCALE", "1"))
-PER_INPUT_SECONDS = 2.0
-
-
-def examples(count: int) -> int:
-    return count * SCALE
-
-
-FUZZ = settings(
-    max_examples=examples(500),
-    deadline=timedelta(seconds=PER_INPUT_SECONDS),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report_runs() -> Iterator[None]:
-    yield
-    print("\nfuzz examples run:", ", ".join(f"{name}={count}" for name, count in sorted(RUNS.items())))
+RUNS = runs(__name__)
+FUZZ = fuzz_settings(examples(500), deadline=timedelta(seconds=PER_INPUT_SECONDS))
 
 
 # ---------------------------------------------------------------------- state.json
 STATE_PATH = "media.iso:/liveos/state.json"
-STATE = MediaState(
-    liveos_version="0.1.0",
-    mode=InitramfsMode.BOOTSTRAP,
-    label="LIVEOS_X",
-    live_args=("root=live:CDLABEL=LIVEOS_X", "rd.live.image", "selinux=0"),
-    user_args=("quiet", "a b"),
-    source=SourceDigest(DIGEST_ALGORITHM, 123, "ab" * 32),
-    build_time=1_700_000_000,
-)
 _json_leaf = st.one_of(
     st.none(),
     st.booleans(),
@@ -216,14 +186,9 @@ def test_media_state_limits() -> None:
             MediaState.parse(text.replace('"size": 123', f'"size": {number}'))
     with pytest.raises(ImageError, match="twice"):
         MediaState.parse(text.replace('"mode": "bootstrap"', '"mode": "bootstrap", "mode": "full-os"'))
-    tracemalloc.start()
-    try:
-        with pytest.raises(ImageError):
-            MediaState.parse("[" * 20000 + "]" * 20000)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 8 * MIB
+    with measured() as usage, pytest.raises(ImageError):
+        MediaState.parse("[" * 20000 + "]" * 20000)
+    assert usage.peak < 8 * MIB
 
 
 # ---------------------------------------------------------------------- partition tables
@@ -375,13 +340,9 @@ def test_gpt_memory_is_bounded(disk_file: Path) -> None:
     """The largest entry array accepted is read; nothing is sized by a hostile field beyond it."""
     RUNS["gpt_memory"] += 1
     data = gpt_bytes([(100, 199)] * 2, sectors=4096, count=4096, entry_size=128)
-    tracemalloc.start()
-    try:
+    with measured() as usage:
         assert _read(disk_file, data) is None  # the two entries overlap
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 8 * MIB
+    assert usage.peak < 8 * MIB
 
 
 # ---------------------------------------------------------------------- VHD footer

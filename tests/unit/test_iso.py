@@ -468,6 +468,18 @@ def outside(tmp_path: Path) -> dict[str, tuple[int, int, bytes]]:
     return result
 
 
+def assert_refused_and_nothing_outside_changed(iso: Path, tmp_path: Path, match: str) -> None:
+    """Walking ``iso`` fails with an ImageError matching ``match``, extracting it to
+    ``tmp_path / "dest"`` fails too, and nothing else in ``tmp_path`` changed."""
+    before = outside(tmp_path)
+    with IsoReader(iso) as reader:
+        with pytest.raises(ImageError, match=match):
+            list(reader.walk())
+        with pytest.raises(ImageError):
+            reader.extract("/", tmp_path / "dest")
+    assert outside(tmp_path) == before
+
+
 @pytest.mark.parametrize(
     "name", [b"..", b".", b"a/b", b"/x", b"a\0b", b"../../pwned", b"../../../../../../../../tmp/pwned"]
 )
@@ -518,13 +530,8 @@ def test_symlink_then_file_through_it_is_refused(tmp_path: Path) -> None:
     _sl_over_tf(iso, b"x", 2, "c" * 15)
     canary = tmp_path / ("c" * 15)
     canary.mkdir()
-    before = outside(tmp_path)
-    with IsoReader(iso) as reader:
-        with pytest.raises(ImageError, match="both a directory and a symlink"):
-            list(reader.walk())
-        with pytest.raises(ImageError):
-            reader.extract("/", tmp_path / "dest")
-    assert outside(tmp_path) == before and not (canary / "passwd").exists()
+    assert_refused_and_nothing_outside_changed(iso, tmp_path, "both a directory and a symlink")
+    assert not (canary / "passwd").exists()
 
 
 def test_duplicate_rock_ridge_names_are_refused(tmp_path: Path) -> None:
@@ -532,13 +539,7 @@ def test_duplicate_rock_ridge_names_are_refused(tmp_path: Path) -> None:
     iso = small_iso(tmp_path, {"/boot/abc/passwd": b"pwned\n"}, {"/boot/lnk": "../../canary"})
     patch_nm(iso, b"lnk", b"abc")
     (tmp_path / "canary").mkdir()
-    before = outside(tmp_path)
-    with IsoReader(iso) as reader:
-        with pytest.raises(ImageError, match="two entries named 'abc'"):
-            list(reader.walk())
-        with pytest.raises(ImageError):
-            reader.extract("/", tmp_path / "dest")
-    assert outside(tmp_path) == before
+    assert_refused_and_nothing_outside_changed(iso, tmp_path, "two entries named 'abc'")
 
 
 def test_extract_never_writes_through_a_symlink_at_the_destination(tmp_path: Path) -> None:
