@@ -1,9 +1,9 @@
 """Run every liveos benchmark, then print the tables docs/performance.md is made of.
 
-    python3 -m benchmarks                 # all: cpio (long: builds a 2.9 GB corpus once), iso, build
+    python3 -m benchmarks                 # all: cpio (long: a 2.9 GB corpus once), iso, build, rebuild
     python3 -m benchmarks --quick         # 1 round each, no 2x-tree cpio run, no zstd-15 build path
     python3 -m benchmarks --reuse         # keep results/*.json that exist, run only the missing ones
-    python3 -m benchmarks --skip cpio     # leave some out (comma-separated: cpio,iso,build)
+    python3 -m benchmarks --skip cpio     # leave some out (comma-separated: cpio,iso,build,rebuild)
     python3 -m benchmarks --tables        # run nothing; print the tables from results/*.json
 
 Each benchmark runs as its own process (so one's peak RSS or page cache state does not leak into
@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
-BENCHES = ("cpio", "iso", "build")
+BENCHES = ("cpio", "iso", "build", "rebuild")
 
 
 def command(name: str, quick: bool) -> list[str]:
@@ -35,6 +35,8 @@ def command(name: str, quick: bool) -> list[str]:
         ]
     if name == "iso":
         return [py, "-m", "benchmarks.bench_iso", *(["--rounds", "1"] if quick else [])]
+    if name == "rebuild":
+        return [py, "-m", "benchmarks.bench_rebuild", *(["--quick"] if quick else [])]
     return [py, "-m", "benchmarks.bench_build", *(["--quick"] if quick else [])]
 
 
@@ -108,6 +110,13 @@ def tables() -> str:
             f"## build\n\nImage {build['image']} ({build['image_bytes']} bytes), {build['rounds']} rounds, "
             f"{build['statistic']} ({build['started']} - {build['finished']}).\n\n{build['markdown']}"
         )
+    rebuild = _load("rebuild")
+    if rebuild is not None:
+        parts.append(
+            f"## rebuild\n\nImage {rebuild['image']} ({rebuild['image_bytes']} bytes), {rebuild['rounds']} "
+            f"rounds, {rebuild['statistic']} ({rebuild['started']} - {rebuild['finished']}).\n\n"
+            f"{rebuild['markdown']}"
+        )
     return "\n".join(parts)
 
 
@@ -115,7 +124,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 round each, skip the long variants")
     ap.add_argument("--reuse", action="store_true", help="skip benchmarks whose results/*.json exists")
-    ap.add_argument("--skip", default="", help="comma-separated benchmarks to skip (cpio,iso,build)")
+    ap.add_argument("--skip", default="", help="comma-separated benchmarks to skip (cpio,iso,build,rebuild)")
     ap.add_argument("--tables", action="store_true", help="only print tables from recorded results")
     args = ap.parse_args()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}

@@ -4,10 +4,12 @@ Image: the ``azl`` qcow2 test fixture (Debian 12, ESP + ext4 root, ~690 MB tree)
 whole child process (wall fork->reap, user+sys CPU and peak RSS from ``wait4``), interleaved
 (A B C ... A B C ...), each reporting its own per-step times:
 
-* ``liveos bootstrap``: ``LiveOS.open(img).with_label(..).bootstrap().write_iso(out)``
+* ``liveos bootstrap``: ``LiveOS.open(img).with_label(..).with_cache(False).bootstrap().write_iso(out)``
+  (a cold build: nothing reused; rebuilds are benchmarks/bench_rebuild.py's)
 * ``by hand bootstrap``: ``qemu-img convert -W -m 4`` -> ``sfdisk -J`` -> ``losetup --offset
   --sizelimit -r`` -> ``mount -o ro,noload`` -> ``mcopy`` of the ESP's EFI dir -> chroot mounts +
-  ``chroot dracut`` with liveos' options (liveos/initramfs/dracut.py) -> ``mksquashfs`` with
+  ``chroot dracut`` with liveos' live modules and drivers and the image's own settings otherwise
+  (its ``compress="zstd"``: level 15) -> ``mksquashfs`` with
   liveos' default preset (liveos/squashfs.py) -> ``mkfs.vfat`` + ``mcopy`` efiboot.img ->
   ``xorriso -as mkisofs`` (El Torito EFI, ESP appended as GPT partition: USB-bootable like liveos')
 * ``liveos full-os`` / ``by hand full-os``: the whole tree as a zstd-3 newc initrd
@@ -52,7 +54,7 @@ STEPS = ("open", "dracut", "squashfs", "cpio", "efiboot", "iso", "other", "close
 
 CANDIDATES: dict[str, str] = {
     "liveos-bootstrap": "liveos bootstrap ISO",
-    "hand-bootstrap": "by hand bootstrap ISO (same options)",
+    "hand-bootstrap": "by hand bootstrap ISO (the image's dracut settings, liveos' squashfs options)",
     "liveos-full-os": "liveos full-os ISO (zstd-3 newc)",
     "hand-full-os": "by hand full-os ISO (find|cpio|zstd -T0 -3)",
     "hand-bootstrap-zstd15": "by hand bootstrap ISO, mksquashfs default zstd 15 (reference-like)",
@@ -95,7 +97,7 @@ def child_liveos(image: Path, work: Path, out: Path, mode: str) -> dict[str, flo
     start = time.perf_counter()
     with LiveOS.open(image, workdir=work) as live:
         clock.steps["open"] = time.perf_counter() - start
-        job = live.with_label(LABEL)
+        job = live.with_label(LABEL).with_cache(False)  # a cold build every round
         job = job.bootstrap() if mode == "bootstrap" else job.full_os()
         built = time.perf_counter()
         result = job.write_iso(out)
@@ -184,10 +186,10 @@ def _dracut(mnt: Path, kver: str, out: Path) -> None:
 
 def _mksquashfs(mnt: Path, out: Path, *, slow: bool) -> None:
     from liveos.layout import ROOT_IMAGE_EXCLUDED
-    from liveos.settings import SquashfsPreset
+    from liveos.settings import Preset
     from liveos.squashfs import MKSQUASHFS_OPTIONS
 
-    comp = ["-comp", "zstd"] if slow else list(MKSQUASHFS_OPTIONS[SquashfsPreset.FAST])
+    comp = ["-comp", "zstd"] if slow else list(MKSQUASHFS_OPTIONS[Preset.FAST])
     sh(
         ["mksquashfs", str(mnt), str(out), "-noappend", "-xattrs", "-no-progress", *comp,
          "-processors", str(os.cpu_count() or 1), "-wildcards", "-e", *ROOT_IMAGE_EXCLUDED]

@@ -40,8 +40,8 @@ from liveos.settings import (
     InitramfsMode,
     LiveSettings,
     OutputKind,
+    Preset,
     SELinux,
-    SquashfsPreset,
 )
 
 __all__ = [
@@ -70,11 +70,11 @@ __all__ = [
     "OutputKind",
     "PlannedFile",
     "PlannedStep",
+    "Preset",
     "PxeBundle",
     "RootFs",
     "SELinux",
     "SourceImage",
-    "SquashfsPreset",
     "StepKind",
     "StepResult",
     "UsageError",

@@ -20,15 +20,17 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from liveos.atomic import check_output_file
+from liveos.cache import ArtifactCache
 from liveos.errors import UsageError
 from liveos.image import SourceImage, open_image
 from liveos.iso.output import build_iso, plan_iso
+from liveos.media.reuse import tree_digest
 from liveos.plan import BuildPlan
 from liveos.pxe.output import ExtraSource, build_pxe, check_output, plan_pxe
 from liveos.pxe.urls import DEFAULT_ISO_NAME
 from liveos.result import BuildResult
 from liveos.rootfs import RootFs
-from liveos.settings import Compression, InitramfsMode, LiveSettings, OutputKind, SELinux, SquashfsPreset
+from liveos.settings import Compression, InitramfsMode, LiveSettings, OutputKind, Preset, SELinux
 
 
 class LiveOS:
@@ -84,13 +86,17 @@ class LiveOS:
         """SELinux on the media: ``keep``, ``disable`` or ``require``."""
         return self.with_settings(selinux=policy)
 
-    def with_squashfs(self, preset: SquashfsPreset | str) -> LiveOS:
-        """The root image's speed/size preset: ``fast``, ``balanced`` or ``small``."""
-        return self.with_settings(squashfs=preset)
+    def with_preset(self, preset: Preset | str) -> LiveOS:
+        """Speed/size of every compressor: ``fast`` (default), ``balanced`` or ``small``."""
+        return self.with_settings(preset=preset)
 
-    def with_compression(self, compression: Compression | str, level: int | None = None) -> LiveOS:
-        """The full-os initrd's compressor and level (None: the compressor's default)."""
+    def with_compression(self, compression: Compression | str | None, level: int | None = None) -> LiveOS:
+        """The full-os initrd's compressor and level, overriding the preset's (None: the preset's)."""
         return self.with_settings(compression=compression, compression_level=level)
+
+    def with_cache(self, cache: bool) -> LiveOS:
+        """Whether builds reuse (and store) products whose inputs did not change (default: yes)."""
+        return self.with_settings(cache=cache)
 
     def with_hybrid(self, hybrid: bool) -> LiveOS:
         """Whether the ISO also carries USB partition tables (default: yes)."""
@@ -114,12 +120,13 @@ class LiveOS:
         """
         kind = OutputKind(output)
         label = self.settings.resolved_label()
+        cache = self.cache()
         if kind is OutputKind.ISO:
             if base_url is not None or file_url is not None or extra_files:
                 raise UsageError(
                     "bootstrap URLs and extra files belong to PXE plans", hint="plan('pxe', ...)"
                 )
-            return plan_iso(self.image, self.settings, label)
+            return plan_iso(self.image, self.settings, label, cache=cache)
         return plan_pxe(
             self.image,
             self.settings,
@@ -128,7 +135,13 @@ class LiveOS:
             file_url=file_url,
             iso_name=iso_name,
             extra=extra_files,
+            cache=cache,
         )
+
+    def cache(self) -> ArtifactCache | None:
+        """The artifact cache builds use (:func:`liveos.cache.default_cache_dir`, capped at
+        :func:`liveos.cache.default_max_bytes`); None with ``cache=False``."""
+        return ArtifactCache.default() if self.settings.cache else None
 
     def build(
         self,
@@ -145,9 +158,16 @@ class LiveOS:
         """
         if plan.source != self.image.path:
             raise UsageError(f"the plan was made for {plan.source}, not {self.image.path}")
+        if tree_digest(self.image.changes()) != plan.tree:
+            raise UsageError(
+                "the image's tree changed after the plan was made: the plan no longer describes it",
+                path=self.image.path,
+                hint="make a new plan (live.plan(...)) after the last change, then build it",
+            )
+        cache = ArtifactCache.default() if plan.settings.cache else None
         if plan.output is OutputKind.ISO:
-            return build_iso(plan, self.rootfs, Path(out))
-        return build_pxe(plan, self.rootfs, Path(out), archive=archive, overwrite=overwrite)
+            return build_iso(plan, self.rootfs, Path(out), cache=cache)
+        return build_pxe(plan, self.rootfs, Path(out), archive=archive, overwrite=overwrite, cache=cache)
 
     def write_iso(self, out: str | os.PathLike[str]) -> BuildResult:
         """Build the live ISO at ``out`` (atomically)."""

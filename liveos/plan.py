@@ -37,6 +37,35 @@ class StepKind(enum.StrEnum):
     PXE = "pxe"  #: the TFTP tree (folder or .tar.gz)
 
 
+class Reuse(enum.StrEnum):
+    """Whether a step builds its product or takes it from the artifact cache."""
+
+    BUILD = "build"  #: nothing reusable is cached: built (and then stored)
+    CACHED = "cached"  #: a cached product built from the same inputs, as it is
+    UPDATED = "updated"  #: a cached product plus what changed since (``/updates``, a CPIO segment)
+
+
+@dataclass(frozen=True)
+class StepCache:
+    """How one step uses the artifact cache (:mod:`liveos.media.reuse` decides)."""
+
+    kind: str  #: the cache's kind of artifact (``initrd``, ``squashfs``, ``cpio``)
+    slot: str  #: the key of everything but the tree changes (tool, options, image digest)
+    reuse: Reuse
+    reason: str  #: why: what matched, or what changed
+    entry: str | None = None  #: CACHED/UPDATED: the key of the cached product used
+    #: the tree changes the product depends on, (image path, fingerprint) -- stored with it
+    inputs: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    #: UPDATED: the image paths layered on top of the cached product, in order
+    delta: tuple[PurePosixPath, ...] = field(default=(), compare=False, repr=False)
+    #: inputs that count only if the product holds their path (an initrd: see initramfs/inputs.py)
+    conditional: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable view."""
+        return {"reuse": self.reuse.value, "reason": self.reason, "delta": len(self.delta)}
+
+
 @dataclass(frozen=True)
 class PlannedStep:
     """One step: what it builds (``product``, the id files refer to) and how."""
@@ -45,6 +74,12 @@ class PlannedStep:
     product: str  #: ``initrd-<kernel>``, ``rootfs.img``, ``initrd.img``, ``efiboot.img``, ``live.iso``...
     detail: str  #: human-readable: the kernel, the compressor and level, the tool
     kernel: str | None = None  #: the kernel version a dracut step builds for
+    cache: StepCache | None = None  #: how the cache serves it (None: not cached, or cache off)
+
+    @property
+    def reused(self) -> bool:
+        """True when the product comes from the cache (as it is, or with an update on top)."""
+        return self.cache is not None and self.cache.reuse is not Reuse.BUILD
 
     def to_dict(self) -> dict[str, object]:
         """JSON-serialisable view."""
@@ -53,6 +88,7 @@ class PlannedStep:
             "product": self.product,
             "detail": self.detail,
             "kernel": self.kernel,
+            "cache": self.cache.to_dict() if self.cache is not None else None,
         }
 
 
@@ -122,6 +158,9 @@ class BuildPlan:
     bootstrap_url: str | None = None  #: PXE bootstrap: the URL livenet downloads the ISO from
     iso: BuildPlan | None = None  #: PXE bootstrap: the plan of that ISO
     warnings: tuple[str, ...] = ()
+    #: digest of the caller's changes to the tree when the plan was made: a build checks that
+    #: the tree is still what the plan describes
+    tree: str = ""
 
     def __post_init__(self) -> None:
         paths = [f.path for f in self.files]
@@ -179,7 +218,10 @@ class BuildPlan:
         for entry in self.entries:
             lines.append(f"  {entry.title}: {entry.kernel} {entry.cmdline_text}")
         lines.append("steps:")
-        lines += [f"  {s.kind}: {s.product} ({s.detail})" for s in self.steps]
+        for s in self.steps:
+            lines.append(f"  {s.kind}: {s.product} ({s.detail})")
+            if s.cache is not None:
+                lines.append(f"    {s.cache.reuse}: {s.cache.reason}")
         lines.append(f"files ({len(self.files)}, {_mb(self.size)}):")
         for f in sorted(self.files, key=lambda f: f.path.parts):
             size = "?" if f.size is None else ("~" if f.estimated else "") + _mb(f.size)

@@ -31,6 +31,7 @@ class StepRecord:
     compression: str | None = None
     level: int | None = None
     tool: str | None = None
+    cached: bool = False  #: the product was reused, not built
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class StepResult:
     compression: str | None = None  #: the compressor the product used (``zstd``...), if any
     level: int | None = None  #: its level, when liveos chose it
     tool: str | None = None  #: what made it (``dracut 059-4``, ``mksquashfs``, ``pycdlib``)
+    cached: bool = False  #: reused from the cache instead of built
 
     def to_dict(self) -> dict[str, object]:
         """JSON-serialisable view."""
@@ -55,6 +57,7 @@ class StepResult:
             "compression": self.compression,
             "level": self.level,
             "tool": self.tool,
+            "cached": self.cached,
         }
 
 
@@ -63,6 +66,11 @@ class StepClock:
 
     def __init__(self) -> None:
         self.steps: list[StepResult] = []
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Wall seconds since the clock was made (steps may overlap: this is not their sum)."""
+        return time.perf_counter() - self.started
 
     @contextlib.contextmanager
     def step(self, kind: StepKind, product: str) -> Iterator[StepRecord]:
@@ -73,9 +81,18 @@ class StepClock:
         yield record
         seconds = time.perf_counter() - start
         self.steps.append(
-            StepResult(kind, product, seconds, record.size, record.compression, record.level, record.tool)
+            StepResult(
+                kind,
+                product,
+                seconds,
+                record.size,
+                record.compression,
+                record.level,
+                record.tool,
+                record.cached,
+            )
         )
-        log.info("step %s (%s): %.1f s", kind, product, seconds)
+        log.info("step %s (%s): %.1f s%s", kind, product, seconds, " (reused)" if record.cached else "")
 
 
 @dataclass(frozen=True)
@@ -91,12 +108,8 @@ class BuildResult:
     mode: InitramfsMode
     entries: tuple[BootEntry, ...]
     steps: tuple[StepResult, ...]
+    seconds: float  #: wall time of the build (steps running side by side overlap)
     plan: BuildPlan = field(repr=False)
-
-    @property
-    def seconds(self) -> float:
-        """Wall time of all steps."""
-        return sum(s.seconds for s in self.steps)
 
     def step(self, product: str) -> StepResult:
         """The result of the step that built ``product`` (KeyError if none ran)."""
@@ -139,7 +152,11 @@ class BuildResult:
                 )
                 if x
             )
-            lines.append(f"  step {s.kind} {s.product}: {s.seconds:.1f} s" + (f" ({what})" if what else ""))
+            reused = " reused" if s.cached else ""
+            lines.append(
+                f"  step {s.kind} {s.product}:{reused} {s.seconds:.1f} s" + (f" ({what})" if what else "")
+            )
+        lines.append(f"  {self.seconds:.1f} s in all")
         return "\n".join(lines)
 
 

@@ -15,9 +15,11 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from liveos import interrupts
 from liveos.errors import CommandError, MissingToolError
 
 log = logging.getLogger("liveos")
@@ -25,6 +27,8 @@ log = logging.getLogger("liveos")
 #: Debian package that ships each host tool liveos may call.
 TOOL_PACKAGES: Mapping[str, str] = {
     "qemu-img": "qemu-utils",
+    "qemu-nbd": "qemu-utils",
+    "qemu-storage-daemon": "qemu-system-common",
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-system-aarch64": "qemu-system-arm",
     "mksquashfs": "squashfs-tools",
@@ -55,6 +59,9 @@ TOOL_PACKAGES: Mapping[str, str] = {
 }
 
 Argument = str | os.PathLike[str]
+
+_running: set[subprocess.Popen[bytes]] = set()  #: every child run() waits for, in any thread
+_running_lock = threading.Lock()
 
 _LIBC = ctypes.CDLL(None, use_errno=True)  #: resolved once: nothing to load in a forked child
 PR_SET_PDEATHSIG = 1
@@ -113,19 +120,24 @@ def run(
     args = _resolve(argv)
     log.info("+ %s", shlex.join(args))
     merged_env = None if env is None else {**os.environ, **env}
-    try:
-        proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL if input is None and started is None else subprocess.PIPE,
-            stdout=stdout,
-            stderr=subprocess.PIPE,
-            env=merged_env,
-            cwd=cwd,
-            preexec_fn=_die_with_parent(os.getpid()),
-        )
-    except OSError as exc:
-        raise CommandError(args, -1, str(exc), step=step, hint=hint) from exc
-    with proc:
+    with contextlib.ExitStack() as spawning:
+        spawning.enter_context(interrupts.held())  # no signal exception inside fork's handlers
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL if input is None and started is None else subprocess.PIPE,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                env=merged_env,
+                cwd=cwd,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+        except OSError as exc:
+            raise CommandError(args, -1, str(exc), step=step, hint=hint) from exc
+        with _running_lock:
+            _running.add(proc)
+        spawning.callback(_kill_if_raising, proc)
+    with proc, _registered(proc):
         try:
             if started is not None:
                 started(proc)
@@ -143,10 +155,42 @@ def run(
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
+@contextlib.contextmanager
+def _registered(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _running.discard(proc)
+
+
+def kill_running() -> None:
+    """SIGKILL every child :func:`run` is waiting for, in every thread: when one step of a build
+    fails or the build is interrupted, the steps running beside it stop at once (each waiting
+    ``run()`` then raises :class:`~liveos.errors.CommandError`)."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
 def _text(data: bytes | str | None) -> str:
     if isinstance(data, bytes):
         return data.decode(errors="replace")
     return data or ""
+
+
+def _kill_if_raising(proc: subprocess.Popen[bytes]) -> None:
+    """Runs as the spawning region ends: if a held-back signal is about to be raised there, the
+    process just started is killed and reaped first (nobody would wait for it)."""
+    if interrupts.pending():
+        _kill(proc)
+        with _running_lock:
+            _running.discard(proc)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -170,7 +214,8 @@ def spawn(
     block, whatever happened, it is terminated (killed after ``grace`` seconds) and reaped."""
     args = _resolve(argv)
     log.info("+ %s", shlex.join(args))
-    with log_to.open("wb") as sink:
+    with log_to.open("wb") as sink, contextlib.ExitStack() as spawning:
+        spawning.enter_context(interrupts.held())  # no signal exception inside fork's handlers
         try:
             proc = subprocess.Popen(
                 args,
@@ -181,6 +226,7 @@ def spawn(
             )
         except OSError as exc:
             raise CommandError(args, -1, str(exc)) from exc
+        spawning.callback(_kill_if_raising, proc)
     try:
         yield proc
     finally:

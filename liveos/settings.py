@@ -65,12 +65,38 @@ _LEVEL_RANGES = {
 }
 
 
-class SquashfsPreset(enum.StrEnum):
-    """Speed/size trade-off of the bootstrap root image (``mksquashfs`` options in squashfs.py)."""
+class Preset(enum.StrEnum):
+    """Speed/size trade-off of every compressor a build drives.
 
-    FAST = "fast"  #: zstd level 3: seconds per GB, ~14 % larger than BALANCED
-    BALANCED = "balanced"  #: zstd level 15 (mksquashfs's own default): ~17x slower than FAST
-    SMALL = "small"  #: xz with the x86 BCJ filter and 1 MiB blocks: smallest, slowest
+    Compression level dominates build time (perf-baselines: zstd-15 squashes a 2.2 GB tree in 91 s
+    where zstd-3 takes 5.5 s for +14 % size; dracut's zstd-15 of a 194 MB initrd takes 41 s
+    against 0.8 s at level 3), so the default is fast and size is opt-in:
+
+    ========== ======================= ================================ ====================
+    preset     root image (squashfs)   bootstrap initrd (image's dracut) full-os initrd (CPIO)
+    ========== ======================= ================================ ====================
+    fast       zstd level 3            the image's compressor, fast     zstd level 3
+                                       level (zstd 3, gzip 1, xz 1 ...)
+    balanced   zstd level 15           the image's own setting          zstd level 10
+    small      xz, x86 BCJ, 1 MiB      the image's own setting          zstd level 19
+    ========== ======================= ================================ ====================
+    """
+
+    FAST = "fast"
+    BALANCED = "balanced"
+    SMALL = "small"
+
+    @property
+    def cpio(self) -> tuple[Compression, int]:
+        """The full-os initrd's compressor and level under this preset."""
+        return _CPIO_PRESETS[self]
+
+
+_CPIO_PRESETS = {
+    Preset.FAST: (Compression.ZSTD, 3),
+    Preset.BALANCED: (Compression.ZSTD, 10),
+    Preset.SMALL: (Compression.ZSTD, 19),
+}
 
 
 class SELinux(enum.StrEnum):
@@ -173,6 +199,13 @@ def _level(value: object) -> int | None:
         raise UsageError(f"compression level {value!r} is not an integer") from None
 
 
+def _optional(parse: Callable[[object], T]) -> Callable[[object], T | None]:
+    def parse_optional(value: object) -> T | None:
+        return None if value is None else parse(value)
+
+    return parse_optional
+
+
 def _bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -256,35 +289,38 @@ class LiveSettings:
             _choices(SELinux),
         ),
     )
-    squashfs: SquashfsPreset = _setting(
-        SquashfsPreset.FAST,
+    preset: Preset = _setting(
+        Preset.FAST,
         SettingSpec(
-            "bootstrap root image: `fast` zstd-3, `balanced` zstd-15, `small` xz",
-            "with_squashfs",
-            "--squashfs",
-            _enum_parser(SquashfsPreset),
-            _choices(SquashfsPreset),
+            "speed/size of every compressor: `fast` (zstd-3 root image, the image's initrd compressor "
+            "at a fast level, zstd-3 full-os initrd), `balanced` (zstd-15, the image's own initrd "
+            "setting, zstd-10), `small` (xz, the image's own, zstd-19)",
+            "with_preset",
+            "--preset",
+            _enum_parser(Preset),
+            _choices(Preset),
         ),
     )
-    compression: Compression = _setting(
-        Compression.ZSTD,
+    compression: Compression | None = _setting(
+        None,
         SettingSpec(
-            "full-os initrd compressor",
+            "full-os initrd compressor, overriding the preset's",
             "with_compression",
             "--compression",
-            _enum_parser(Compression),
+            _optional(_enum_parser(Compression)),
             _choices(Compression),
+            default_text="the preset's (zstd)",
         ),
     )
     compression_level: int | None = _setting(
         None,
         SettingSpec(
-            "full-os initrd compression level",
+            "full-os initrd compression level, overriding the preset's",
             "with_compression",
             "--compression-level",
             _level,
             metavar="N",
-            default_text="the compressor's default (zstd 3, gzip 6, xz 6)",
+            default_text="the preset's (zstd 3/10/19), else the compressor's default",
         ),
     )
     hybrid: bool = _setting(
@@ -298,13 +334,25 @@ class LiveSettings:
             boolean=True,
         ),
     )
+    cache: bool = _setting(
+        True,
+        SettingSpec(
+            "reuse build products (initrds, root images, full-os archives) whose inputs did not "
+            "change, from an on-disk cache (`$LIVEOS_CACHE_DIR`, default /var/cache/liveos as root)",
+            "with_cache",
+            "--cache",
+            _bool,
+            boolean=True,
+        ),
+    )
 
     def __post_init__(self) -> None:
         level = self.compression_level
-        if level is not None and level not in self.compression.levels:
-            bounds = self.compression.levels
+        compression = self.cpio_compression
+        if level is not None and level not in compression.levels:
+            bounds = compression.levels
             raise UsageError(
-                f"compression level {level} is out of range for {self.compression} "
+                f"compression level {level} is out of range for {compression} "
                 f"({bounds.start}..{bounds.stop - 1})"
             )
 
@@ -316,9 +364,18 @@ class LiveSettings:
         return dataclasses.replace(self, **checked)
 
     @property
+    def cpio_compression(self) -> Compression:
+        """The full-os initrd's compressor in effect (explicit, else the preset's)."""
+        return self.preset.cpio[0] if self.compression is None else self.compression
+
+    @property
     def level(self) -> int:
-        """The full-os compression level in effect."""
-        return self.compression.default_level if self.compression_level is None else self.compression_level
+        """The full-os compression level in effect (explicit; else the preset's level for the
+        preset's compressor, the compressor's default for another)."""
+        if self.compression_level is not None:
+            return self.compression_level
+        compression, level = self.preset.cpio
+        return level if self.cpio_compression is compression else self.cpio_compression.default_level
 
     def resolved_label(self) -> str:
         """The label to use: the given one, or a unique (reproducible with SOURCE_DATE_EPOCH) one."""
@@ -409,9 +466,9 @@ __all__ = [
     "InitramfsMode",
     "LiveSettings",
     "OutputKind",
+    "Preset",
     "SELinux",
     "SettingSpec",
-    "SquashfsPreset",
     "add_cli_arguments",
     "from_cli",
     "markdown_table",

@@ -2,11 +2,12 @@
 
 Compression level dominates the whole build (perf-baselines §3: zstd-15, the mksquashfs default,
 takes 91 s on a 2.2 GB tree where zstd-3 takes 5.5 s for +14 % size), so the default preset is
-fast and ``SMALL`` is opt-in (see :class:`~liveos.settings.SquashfsPreset`).
+fast and ``small`` is opt-in (see :class:`~liveos.settings.Preset`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,21 +15,36 @@ from pathlib import Path
 from liveos.atomic import atomic_path
 from liveos.layout import ROOT_IMAGE_EXCLUDED
 from liveos.run import run
-from liveos.settings import SquashfsPreset
+from liveos.settings import Preset
 
 #: Compression options of ``mksquashfs`` per preset.
 MKSQUASHFS_OPTIONS = {
-    SquashfsPreset.FAST: ("-comp", "zstd", "-Xcompression-level", "3"),
-    SquashfsPreset.BALANCED: ("-comp", "zstd", "-Xcompression-level", "15"),
-    SquashfsPreset.SMALL: ("-comp", "xz", "-Xbcj", "x86", "-b", "1M"),
+    Preset.FAST: ("-comp", "zstd", "-Xcompression-level", "3"),
+    Preset.BALANCED: ("-comp", "zstd", "-Xcompression-level", "15"),
+    Preset.SMALL: ("-comp", "xz", "-Xbcj", "x86", "-b", "1M"),
 }
+
+
+#: (compressor, level) of each preset, for the build result (xz's level is its default preset).
+MKSQUASHFS_COMPRESSION: dict[Preset, tuple[str, int | None]] = {
+    Preset.FAST: ("zstd", 3),
+    Preset.BALANCED: ("zstd", 15),
+    Preset.SMALL: ("xz", None),
+}
+
+
+@functools.cache
+def mksquashfs_version() -> str:
+    """The first line of ``mksquashfs -version`` (cached squashfs images are keyed by it)."""
+    result = run(["mksquashfs", "-version"], step="squashfs")
+    return (result.stdout.decode(errors="replace").splitlines() or ["unknown"])[0].strip()
 
 
 def make_squashfs(
     tree: Path,
     out: Path,
     *,
-    preset: SquashfsPreset,
+    preset: Preset,
     excludes: Sequence[str] = ROOT_IMAGE_EXCLUDED,
     processors: int | None = None,
 ) -> Path:

@@ -25,6 +25,13 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Builds in the tests use a cache of their own session (never the host's /var/cache/liveos):
+    a test sees only what earlier tests of its worker stored. Subprocesses inherit it."""
+    os.environ["LIVEOS_CACHE_DIR"] = str(tmp_path_factory.mktemp("liveos-cache"))
+
+
 @pytest.fixture(scope="session")
 def fixture_image() -> FixtureImageFactory:
     """Factory ``fixture_image(layout="azl", fmt="qcow2") -> FixtureImage`` (cached per session)."""

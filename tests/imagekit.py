@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import struct
 import subprocess
@@ -16,6 +17,8 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from liveos.rootfs import RootFs
 
 MIB = 1 << 20
 SECTOR = 512
@@ -244,6 +247,52 @@ def our_loops(*files: Path) -> list[str]:
     return [line for line in out.splitlines() if any(str(f) in line for f in files)]
 
 
+def parents() -> dict[int, int]:
+    """pid -> ppid of every process, from /proc/*/stat."""
+    found: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat_line = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            found[int(entry)] = int(stat_line.rsplit(")", 1)[1].split()[1])
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, their children, ...)."""
+    table = parents()
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in table.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def comm(pid: int) -> str:
+    """/proc/PID/comm ("" once the process is gone)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def copy(src: Path, dst: Path) -> Path:
     shutil.copyfile(src, dst)
     return dst
+
+
+#: The fixture images' marker script (what their marker service runs in the booted system;
+#: written by tests/fixtures/builder.py).
+MARKER_SCRIPT = "/usr/local/sbin/liveos-boot-ok"
+
+
+def stamp_marker(rootfs: RootFs, token: str) -> None:
+    """Make the booted system print ``updated=<token>`` in its marker line: proof that a change
+    made after a cached product was built reached the live system."""
+    script = rootfs.read_text(MARKER_SCRIPT, limit=64 * 1024)
+    assert " uptime=" in script, script
+    new = script.replace(" uptime=", f" updated={token} uptime=", 1)
+    rootfs.write_text(MARKER_SCRIPT, new, mode=0o755)

@@ -1,14 +1,15 @@
 #!/bin/sh
 # Install everything liveos and its tests need on a Debian 12 machine (run as root), then create
 # .venv with liveos (editable) and the dev tools. Idempotent: re-running only checks.
-# bubblewrap: the sandbox for programs from images; busybox-static: the tests' hostile images.
+# bubblewrap: the sandbox for programs from images; busybox-static: the tests' hostile images;
+# qemu-system-common: qemu-storage-daemon, which exports qcow2/vhd/vhdx images as raw files (FUSE).
 set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="python3 python3-venv python3-pip qemu-utils squashfs-tools mtools dosfstools fdisk gdisk util-linux
 mount e2fsprogs xfsprogs btrfs-progs zstd xz-utils cpio libarchive-tools xorriso
 qemu-system-x86 ovmf mmdebstrap debian-archive-keyring ca-certificates socat openssl grub-common
-bubblewrap busybox-static"
+bubblewrap busybox-static qemu-system-common"
 
 missing=""
 for p in $PACKAGES; do

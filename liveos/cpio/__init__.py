@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from liveos.cpio.format import MAX_FILE_SIZE, NEWC_MAGIC, TRAILER, CpioEntry, CpioHeader
 from liveos.cpio.reader import CpioMember, ExtractStats, extract, iter_entries, read_entries
-from liveos.cpio.writer import CpioStats, write_newc
+from liveos.cpio.writer import CpioStats, write_newc, write_newc_paths
 
 __all__ = [
     "MAX_FILE_SIZE",
@@ -20,4 +20,5 @@ __all__ = [
     "iter_entries",
     "read_entries",
     "write_newc",
+    "write_newc_paths",
 ]

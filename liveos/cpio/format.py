@@ -34,6 +34,11 @@ MAX_LINK_SIZE = PATH_MAX - 1
 _FIELDS = re.compile(rb"[0-9A-Fa-f]{104}")
 
 
+#: Names what :mod:`liveos.cpio.writer` produces for the same tree and options; bumped when
+#: that changes (cached full-os archives are keyed by it).
+CPIO_FORMAT = "liveos-newc-1"
+
+
 def pad4(n: int) -> int:
     """Bytes of zero padding that bring offset ``n`` to a multiple of 4."""
     return -n & 3

@@ -495,3 +495,81 @@ def write_newc(
         compression,
     )
     return stats
+
+
+def write_newc_paths(
+    root: Path,
+    out: BinaryIO,
+    paths: Sequence[str],
+    *,
+    compression: Compression,
+    level: int | None = None,
+    threads: int | None = None,
+    source_date_epoch: int | None = None,
+) -> CpioStats:
+    """Archive exactly ``paths`` of the directory ``root`` (relative posix paths, parents before
+    children) as one compressed newc segment appended to ``out`` at its current position.
+
+    This is an *update* of an archive written earlier: the kernel unpacks concatenated segments
+    in order, a later entry replacing an earlier one of the same name and type. Every path is
+    reached through directory file descriptors opened ``O_NOFOLLOW`` (a component that is a
+    symlink is an :class:`ImageError`). Hard links are written as independent files.
+    """
+    compression = Compression(compression)
+    level = compression.default_level if level is None else level
+    sde = source_date_epoch if source_date_epoch is not None else env_source_date_epoch()
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with output_fd(out) as (raw, bytes_out):
+            sink = compressor_sink(compression, level, threads or os.cpu_count() or 1, raw)
+            w = _NewcWriter(sink, sde=sde, owner=None)
+            w.root_fd = root_fd
+            for rel in paths:
+                name = _normalize_name(rel, what="update path")
+                parent, _, base = name.rpartition("/")
+                dir_fd = _open_parent(root_fd, parent, name)
+                try:
+                    st = os.stat(base, dir_fd=dir_fd, follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        w.directory(os.fsencode(name), st)
+                    elif stat.S_ISREG(st.st_mode):
+                        w.header(os.fsencode(name), st.st_mode, st.st_uid, st.st_gid, 1,
+                                 int(st.st_mtime), st.st_size, w.alloc_ino(), 0)  # fmt: skip
+                        if st.st_size:
+                            w.file_data(dir_fd, base, os.fsencode(name), st.st_size)
+                    else:
+                        w.disk(dir_fd, base, os.fsencode(name), st)
+                finally:
+                    if dir_fd != root_fd:
+                        os.close(dir_fd)
+            w.trailer()
+            sink.close()
+            return CpioStats(
+                entries=w.entries - 1,
+                bytes_in=w.bytes_in,
+                archive_bytes=w.offset,
+                bytes_out=bytes_out(),
+                hardlinks=0,
+                skipped=w.skipped,
+            )
+    finally:
+        os.close(root_fd)
+
+
+def _open_parent(root_fd: int, parent: str, name: str) -> int:
+    """The directory ``parent`` below ``root_fd``, every component opened without following links."""
+    fd = root_fd
+    for component in parent.split("/") if parent else ():
+        try:
+            child = os.open(
+                component, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+            )
+        except OSError as exc:
+            if fd != root_fd:
+                os.close(fd)
+            raise ImageError(f"cannot reach {name} in the tree without following a link: {exc.strerror}",
+                             path=name) from None  # fmt: skip
+        if fd != root_fd:
+            os.close(fd)
+        fd = child
+    return fd

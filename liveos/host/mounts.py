@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -81,14 +83,25 @@ def _check_overlay_path(path: Path) -> str:
 
 @contextlib.contextmanager
 def overlay(lower: Path | Sequence[Path], upper: Path, work: Path, target: Path) -> Iterator[Path]:
-    """Mount a writable overlay of ``lower`` (topmost first) on ``target``; writes go to ``upper``."""
+    """Mount a writable overlay of ``lower`` (topmost first) on ``target``; writes go to ``upper``.
+
+    The merged top directory shows the upper dir's owner and mode, so the upper dir takes the
+    topmost lower's (not this process's umask). ``redirect_dir`` and ``metacopy`` stay off
+    whatever the kernel's defaults: every upper entry is then a whole entry, which is what
+    :mod:`liveos.image.changes` reads as the caller's changes.
+    """
     lowers = [lower] if isinstance(lower, Path) else list(lower)
     upper.mkdir(parents=True, exist_ok=True)
+    top = os.stat(lowers[0])
+    os.chown(upper, top.st_uid, top.st_gid)
+    os.chmod(upper, stat.S_IMODE(top.st_mode))
     work.mkdir(parents=True, exist_ok=True)
     options = [
         "lowerdir=" + ":".join(_check_overlay_path(p) for p in lowers),
         f"upperdir={_check_overlay_path(upper)}",
         f"workdir={_check_overlay_path(work)}",
+        "redirect_dir=off",
+        "metacopy=off",
     ]
     with mount("overlay", target, fstype="overlay", options=options, read_only=False):
         yield target

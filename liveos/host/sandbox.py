@@ -74,6 +74,11 @@ HOSTNAME = "liveos-sandbox"
 BASE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root", "TERM": "dumb"}
 
 
+#: Names how programs run in the sandbox (what they see, what liveos adds to their output);
+#: bumped when that changes (cached initrds are keyed by it).
+SANDBOX_FORMAT = "liveos-sandbox-1"
+
+
 @dataclass(frozen=True)
 class Bind:
     """A host directory visible in the sandbox (liveos' own scratch space, never the image's)."""
@@ -93,6 +98,7 @@ class Sandbox:
     env: Mapping[str, str] = field(default_factory=dict)
     caps: tuple[str, ...] = TOOL_CAPS
     cwd: str = "/"
+    read_only: bool = False  #: the image tree is read-only (its /tmp, /run and the binds are not)
 
     def check_root(self) -> None:
         """The image's own mount points for the sandbox must be real directories (or absent):
@@ -122,6 +128,8 @@ class Sandbox:
             if not bind.inside.startswith("/") or ".." in bind.inside.split("/"):
                 raise InternalError(f"sandbox bind target {bind.inside!r} is not a plain absolute path")
             argv += ["--bind" if bind.writable else "--ro-bind", str(bind.host), bind.inside]
+        if self.read_only:  # after every mount point inside it exists
+            argv += ["--remount-ro", "/"]
         argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", HOSTNAME]
         argv.append("--unshare-cgroup-try")
         if not self.network:

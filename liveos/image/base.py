@@ -16,7 +16,9 @@ from pathlib import Path, PurePosixPath
 
 from liveos.atomic import mounts_below, scratch_dir
 from liveos.errors import UsageError
+from liveos.image.changes import Change
 from liveos.image.formats import DiskFormat
+from liveos.image.layers import Layer, effective_changes, scan
 from liveos.rootfs import RootFs
 from liveos.settings import Arch
 from liveos.state import MediaState
@@ -53,6 +55,17 @@ class SourceImage:
     def mountpoints(self) -> tuple[PurePosixPath, ...]:
         """Where the image's own filesystems sit in the tree (``/``, ``/boot``, ``/boot/efi``)."""
         return (PurePosixPath("/"),)
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        """The overlay of each filesystem: where it sits, its read-only trees and its upper dir.
+        Empty for a plain tree, whose changes cannot be told (its products are never reused)."""
+        return ()
+
+    def changes(self) -> tuple[Change, ...]:
+        """What the caller changed in the tree since the image was opened, as the merged tree
+        shows it (copied-up directories left out): read from the upper dirs, never the image."""
+        return effective_changes(self.layers, scan(self.layers)) if self.layers else ()
 
     @property
     def boot_separate(self) -> bool:

@@ -38,6 +38,7 @@ from liveos.image.fstab import (
     parse_fstab,
     probe,
 )
+from liveos.image.layers import Layer
 from liveos.image.partitions import Partition, PartitionTable, read_partition_table
 from liveos.pe import elf_arch, pe_arch
 from liveos.rootfs import CONFIG_LIMIT, RootFs
@@ -120,6 +121,10 @@ class DiskImage(SourceImage):
     @property
     def mountpoints(self) -> tuple[PurePosixPath, ...]:
         return tuple(m.mountpoint for m in self.mounts)
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        return tuple(Layer(m.mountpoint, m.upper, (m.lower,)) for m in self.mounts)
 
     @cached_property
     def arch(self) -> Arch:

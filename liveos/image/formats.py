@@ -2,14 +2,16 @@
 
 Everything after this module reads a plain byte-addressable disk: a raw file is used as it is
 (read-only, no copy), a fixed VHD is its raw payload followed by a 512-byte footer (also used in
-place), and qcow2 / dynamic VHD / VHDX are converted once with ``qemu-img convert -W -m 4``
-(the fastest variant measured, perf-baselines §5) into the work dir.
+place), and qcow2 / dynamic VHD / VHDX are exported read-only as a raw file in the work dir by
+``qemu-storage-daemon`` through FUSE (:mod:`liveos.host.export`): nothing is converted, each
+read is served from the image when it is made, so opening costs what is read, not the disk's size.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import json
 import logging
 import os
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from liveos.errors import CommandError, ImageError, UsageError
+from liveos.host.export import fuse_export
 from liveos.run import run
 
 log = logging.getLogger("liveos")
@@ -50,7 +53,7 @@ class DiskFormat(enum.StrEnum):
 
     @property
     def in_place(self) -> bool:
-        """True when the file itself is a raw disk (no conversion needed)."""
+        """True when the file itself is a raw disk (read in place, no export needed)."""
         return self in (DiskFormat.RAW, DiskFormat.VHD_FIXED)
 
 
@@ -117,13 +120,20 @@ class ImageInfo:
     virtual_size: int  #: bytes of the disk the image holds
 
 
+class RawBacking(enum.StrEnum):
+    """What the file of a :class:`RawView` is."""
+
+    INPUT = "input"  #: the input file itself (raw, fixed VHD)
+    FUSE = "fuse"  #: qemu-storage-daemon's read-only FUSE export of the input, in the work dir
+
+
 @dataclass(frozen=True)
 class RawView:
     """A raw disk to read partitions from: ``size`` bytes at the start of ``path``."""
 
     path: Path
     size: int
-    converted: bool  #: True if ``path`` is our conversion in the work dir, False if it is the input
+    backing: RawBacking  #: the input itself, or a FUSE export of it in the work dir
 
 
 def _read_at(path: Path, offset: int, length: int) -> bytes:
@@ -283,20 +293,37 @@ def _check_vhd_footer(path: Path, footer: VhdFooter | None) -> None:
         )
 
 
-def _image_opts(info: ImageInfo) -> list[str]:
-    """``--image-opts`` spec (commas in the path doubled, as qemu's option parser needs)."""
-    filename = str(info.path.resolve()).replace(",", ",,")
-    spec = f"driver={info.format.qemu_driver},file.filename={filename}"
-    if info.format is DiskFormat.VHD:
-        spec += ",force_size_calc=current_size"
-    return ["--image-opts", spec]
+#: errno values of a read the FUSE export could not serve: the daemon failed to read the image (a
+#: corrupt cluster) or is gone.
+_READ_ERRNOS = (errno.EIO, errno.ENOTCONN, errno.ECONNABORTED, errno.ENODEV)
+
+
+def _legacy_options(info: ImageInfo) -> tuple[list[str], int]:
+    """Driver options beyond qemu's ``--blockdev`` schema, and the disk size they give.
+
+    A dynamic VHD is as big as its footer's ``current_size`` (what Hyper-V and Azure read), as
+    ``qemu-img convert --image-opts ...,force_size_calc=current_size`` made it. qemu's default
+    (``info.virtual_size``) is the CHS size for creators it does not know; only then does the
+    option change anything, and only then is it passed (through qemu-nbd, see
+    :mod:`liveos.host.export`).
+    """
+    if info.format is not DiskFormat.VHD:
+        return [], info.virtual_size
+    size = info.path.stat().st_size
+    footer = VhdFooter.parse(_read_at(info.path, size - VHD_FOOTER_SIZE, VHD_FOOTER_SIZE))
+    if footer is None or footer.current_size == info.virtual_size:
+        return [], info.virtual_size
+    return ["force_size_calc=current_size"], footer.current_size
 
 
 @contextlib.contextmanager
 def raw_view(info: ImageInfo, workdir: Path) -> Iterator[RawView]:
-    """Yield a raw disk for ``info``: the input itself when raw, else a conversion in ``workdir``.
+    """Yield a raw disk for ``info``: the input itself when raw, else a FUSE export in ``workdir``.
 
-    The conversion is deleted on exit; the input file is never opened for writing.
+    The export (daemon, mount, files) is gone on exit; the input file is never opened for writing.
+    A read of the export that fails because the image cannot be read there (a corrupt cluster, the
+    daemon gone) and escapes the block becomes an :class:`ImageError` naming the image. Needs
+    root for non-raw images (the export is mounted in liveos' private mount namespace).
     """
     if info.format is DiskFormat.ISO:
         raise UsageError(
@@ -305,28 +332,34 @@ def raw_view(info: ImageInfo, workdir: Path) -> Iterator[RawView]:
             hint="open it with liveos.image.open_image(), which re-opens ISOs liveos wrote",
         )
     if info.format.in_place:
-        yield RawView(info.path.resolve(), info.virtual_size, converted=False)
+        yield RawView(info.path.resolve(), info.virtual_size, RawBacking.INPUT)
         return
-    target = workdir / "disk.raw"
-    try:
+    options, expected = _legacy_options(info)
+    with fuse_export(info.path, info.format.qemu_driver, workdir, legacy_options=options) as export:
+        if export.size != expected:
+            log.warning("raw view of %s is %d bytes, expected %d", info.path, export.size, expected)
         try:
-            run(
-                ["qemu-img", "convert", "-W", "-m", "4", *_image_opts(info), "-O", "raw", target],
-                step=f"converting {info.path} ({info.format}) to raw",
+            yield RawView(export.path, export.size, RawBacking.FUSE)
+        except OSError as exc:
+            if exc.errno not in _READ_ERRNOS or not _inside(exc.filename, workdir):
+                raise
+            trouble = export.trouble()
+            why = trouble or (
+                "qemu-storage-daemon reported nothing: unless a disk of this machine is failing, the "
+                "image's data is corrupt where it was read"
             )
-        except CommandError as exc:
-            tail = " ".join(exc.stderr.strip().splitlines()[-3:])
             raise ImageError(
-                f"{info.path} ({info.format}) could not be read to the end: {tail}",
+                f"{info.path} ({info.format}) could not be read: {exc.strerror}; {why}",
                 path=info.path,
                 hint=f"the image may be truncated or corrupt; check it with: qemu-img check {info.path}",
             ) from exc
-        actual = target.stat().st_size
-        if actual != info.virtual_size:
-            log.warning(
-                "raw conversion of %s is %d bytes, expected %d", info.path, actual, info.virtual_size
-            )
-        yield RawView(target, actual, converted=True)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(target)
+
+
+def _inside(filename: object, workdir: Path) -> bool:
+    """True if an OSError's ``filename`` is None (a read of an open file) or lies in ``workdir``."""
+    if filename is None:
+        return True
+    if not isinstance(filename, str | bytes | os.PathLike):
+        return False
+    path = Path(os.fsdecode(filename))
+    return path.is_absolute() and path.is_relative_to(workdir.resolve())

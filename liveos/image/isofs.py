@@ -294,6 +294,14 @@ class IsoReader:
             pending.extend(reversed(subdirs))
 
     # -- public API ----------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        """Whether the ISO has an entry at ``path`` (symlinks on the way are not followed)."""
+        try:
+            self._record(path)
+        except UsageError:
+            return False
+        return True
+
     def entry(self, path: str) -> IsoEntry:
         """Describe one entry (not following symlinks)."""
         return self._entry(str(PurePosixPath("/", path)), self._record(path))

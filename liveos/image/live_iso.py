@@ -37,6 +37,7 @@ from liveos.host.signals import signals_as_exceptions
 from liveos.image.base import SourceImage, image_scratch
 from liveos.image.formats import DiskFormat
 from liveos.image.isofs import EntryKind, IsoReader
+from liveos.image.layers import Layer
 from liveos.layout import (
     CONSOLE_PATH,
     EFI_BOOT_DIR,
@@ -45,6 +46,7 @@ from liveos.layout import (
     INIT_CANDIDATES,
     SQUASHFS_PATH,
     STATE_PATH,
+    UPDATES_DIR,
 )
 from liveos.pe import pe_arch
 from liveos.rootfs import CONFIG_LIMIT, RootFs, kernel_version_of
@@ -64,9 +66,16 @@ GENERATED = frozenset({EFIBOOT_PATH, FULL_OS_INITRD, EFI_BOOT_DIR / "grub.cfg"})
 class LiveIsoImage(SourceImage):
     """A re-opened liveos ISO: the OS tree and boot files of the media, and what built them."""
 
-    def __init__(self, *, path: Path, root: Path, scratch: Path, state: MediaState) -> None:
+    def __init__(
+        self, *, path: Path, root: Path, scratch: Path, state: MediaState, layers: tuple[Layer, ...]
+    ) -> None:
         super().__init__(path=path, format=DiskFormat.ISO, root=root, scratch=scratch)
         self._state = state
+        self._layers = layers
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        return self._layers
 
     def __repr__(self) -> str:
         return f"LiveIsoImage({str(self.path)!r}, mode={self._state.mode}, root={str(self.root)!r})"
@@ -99,15 +108,19 @@ class LiveIsoImage(SourceImage):
             extract_boot_files(reader, boot_layer, state)
             os_layer = scratch / "os"
             os_layer.mkdir()
+            lowers = [boot_layer, os_layer]
             if state.mode is InitramfsMode.BOOTSTRAP:
                 stack.enter_context(_mount_squashfs(reader, scratch, os_layer))
+                if extract_updates(reader, scratch / "updates"):
+                    lowers.insert(1, scratch / "updates")
             else:
                 _extract_full_os(reader, os_layer)
             root = scratch / "root"
             root.mkdir()
-            stack.enter_context(overlay([boot_layer, os_layer], scratch / "upper", scratch / "work", root))
+            stack.enter_context(overlay(lowers, scratch / "upper", scratch / "work", root))
             log.info("re-opened %s media %s (label %s)", state.mode, path, state.label)
-            yield cls(path=path, root=root, scratch=scratch, state=state)
+            layers = (Layer(PurePosixPath("/"), scratch / "upper", tuple(lowers)),)
+            yield cls(path=path, root=root, scratch=scratch, state=state, layers=layers)
 
 
 def read_media_state(reader: IsoReader) -> MediaState:
@@ -203,6 +216,17 @@ def _name_initrds_by_kernel(boot: RootFs) -> None:
             config.replace(command, text)
         if replacements:
             boot.write_text(candidate, config.render())
+
+
+def extract_updates(reader: IsoReader, dest: Path) -> bool:
+    """The media's ``/updates`` (files changed after its root image was built, which dracut
+    copies over the live root at boot) into ``dest``; False when the media carry none."""
+    if not reader.exists(str(UPDATES_DIR)):
+        return False
+    if reader.entry(str(UPDATES_DIR)).kind is not EntryKind.DIR:
+        raise ImageError(f"{UPDATES_DIR} on {reader.path} is not a directory", path=reader.path)
+    reader.extract(str(UPDATES_DIR), dest)
+    return True
 
 
 # -- the OS layer ------------------------------------------------------------------------------

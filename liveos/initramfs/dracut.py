@@ -97,18 +97,13 @@ DPKG_STATUS_LIMIT = 64 * 1024 * 1024
 OUTPUT_DIR = "/run/liveos-out"
 
 
-def build_bootstrap_initrd(
-    rootfs: RootFs, kernel_version: str, out: Path, *, info: DracutInfo | None = None
-) -> Path:
-    """Run the image's dracut, sandboxed, for ``kernel_version``; the initrd lands at ``out``.
-
-    dracut is the image's own program: it runs in :mod:`liveos.host.sandbox` (namespaces, no
-    host devices, /sys or network, reduced capabilities) and writes into a scratch directory
-    bound into the sandbox, never into the image. A dracut failure raises
-    :class:`~liveos.errors.CommandError`; a missing live module or a missing/odd output raises
-    :class:`ImageError` -- never a silently broken initrd.
-    """
-    info = info or DracutInfo.probe(rootfs)
+def dracut_command(
+    rootfs: RootFs, kernel_version: str, *, info: DracutInfo, compress: str | None = None
+) -> tuple[str, ...]:
+    """The dracut command line for a live initrd of ``kernel_version`` (also what a cached initrd
+    is keyed by). :class:`ImageError` when the image cannot make one: a live module or the
+    kernel's modules are missing. ``compress`` is dracut's ``--compress`` command (see
+    :mod:`liveos.initramfs.compression`); None keeps the image's."""
     missing = [m for m in LIVE_MODULES if m not in info.modules]
     if missing:
         raise ImageError(
@@ -125,16 +120,37 @@ def build_bootstrap_initrd(
     handler = info.network_handler(rootfs)
     if handler:
         modules.append(handler)
-    argv = [
-        "dracut", "--force", "--no-hostonly", "--kver", kernel_version,
-        "--add", " ".join(modules), "--add-drivers", LIVE_DRIVERS, f"{OUTPUT_DIR}/initrd.img",
-    ]  # fmt: skip
+    return (
+        "dracut", "--force", "--no-hostonly", "--kver", kernel_version, "--tmpdir", "/tmp",
+        "--add", " ".join(modules), "--add-drivers", LIVE_DRIVERS,
+        *(["--compress", compress] if compress else []), f"{OUTPUT_DIR}/initrd.img",
+    )  # fmt: skip
+
+
+def build_bootstrap_initrd(
+    rootfs: RootFs,
+    kernel_version: str,
+    out: Path,
+    *,
+    info: DracutInfo | None = None,
+    compress: str | None = None,
+) -> Path:
+    """Run the image's dracut, sandboxed, for ``kernel_version``; the initrd lands at ``out``.
+
+    dracut is the image's own program: it runs in :mod:`liveos.host.sandbox` (namespaces, no
+    host devices, /sys or network, reduced capabilities) with the image tree read-only, and
+    writes into a scratch directory bound into the sandbox (its temporary files go to the
+    sandbox's /tmp), so a build never changes the tree. A dracut failure raises
+    :class:`~liveos.errors.CommandError`; a missing live module or a missing/odd output raises
+    :class:`ImageError` -- never a silently broken initrd. See :func:`dracut_command`.
+    """
+    argv = dracut_command(rootfs, kernel_version, info=info or DracutInfo.probe(rootfs), compress=compress)
     with scratch_dir(out.parent, ".dracut-") as exchange:
         exchange.chmod(0o755)
-        sandbox = Sandbox(rootfs.root, binds=(Bind(exchange, OUTPUT_DIR, writable=True),))
+        sandbox = Sandbox(rootfs.root, binds=(Bind(exchange, OUTPUT_DIR, writable=True),), read_only=True)
         run_sandboxed(
             sandbox,
-            argv,
+            list(argv),
             step=f"dracut (kernel {kernel_version})",
             hint="read dracut's messages above; the image's /etc/dracut.conf.d may ask for missing tools",
         )

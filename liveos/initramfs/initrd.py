@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from liveos.cpio.reader import main_compression
+from liveos.initramfs.compression import initrd_compression
 from liveos.initramfs.dracut import DracutInfo, build_bootstrap_initrd
 from liveos.initramfs.fullos import build_full_os_initrd
 from liveos.rootfs import RootFs
-from liveos.settings import Compression, InitramfsMode
+from liveos.settings import Compression, InitramfsMode, Preset
 
 
 @dataclass(frozen=True)
@@ -31,16 +32,23 @@ class Initramfs:
     entries: int | None = None  #: archive members (full-os)
 
     @classmethod
-    def bootstrap(cls, rootfs: RootFs, kernel_version: str, out: Path) -> Initramfs:
-        """dracut in a chroot of ``rootfs`` with dmsquash-live + livenet; the initrd lands at ``out``."""
+    def bootstrap(
+        cls, rootfs: RootFs, kernel_version: str, out: Path, *, preset: Preset = Preset.FAST
+    ) -> Initramfs:
+        """The image's dracut, sandboxed, with dmsquash-live + livenet; the initrd lands at ``out``.
+
+        ``preset`` decides the compression level (the compressor stays the image's choice).
+        """
         info = DracutInfo.probe(rootfs)
-        build_bootstrap_initrd(rootfs, kernel_version, out, info=info)
+        compression = initrd_compression(rootfs, preset)
+        build_bootstrap_initrd(rootfs, kernel_version, out, info=info, compress=compression.command)
+        found = main_compression(out)
         return cls(
             mode=InitramfsMode.BOOTSTRAP,
             path=out,
             size=out.stat().st_size,
-            compression=main_compression(out),
-            level=None,
+            compression=found,
+            level=compression.level if found == compression.name else None,
             kernel_version=kernel_version,
             builder=f"dracut {info.version or '(unknown version)'}",
         )

@@ -14,7 +14,9 @@ from pathlib import Path, PurePosixPath
 
 from liveos.atomic import check_output_file, scratch_dir
 from liveos.bootfiles import BootFiles
+from liveos.cache import ArtifactCache
 from liveos.image.base import SourceImage
+from liveos.image.changes import Change
 from liveos.iso.efiboot import build_efiboot, planned_size
 from liveos.iso.writer import IsoWriter, WrittenIso
 from liveos.layout import DISK_INFO_PATH, EFI_BOOT_DIR, EFIBOOT_PATH
@@ -34,9 +36,17 @@ ISO_PRODUCT = "iso"
 ISO_OVERHEAD = 2 * 1024 * 1024
 
 
-def plan_iso(image: SourceImage, settings: LiveSettings, label: str) -> BuildPlan:
-    """The plan of a live ISO of ``image`` (nothing is built)."""
-    media = plan_media(image, settings, label=label, network=None)
+def plan_iso(
+    image: SourceImage,
+    settings: LiveSettings,
+    label: str,
+    *,
+    cache: ArtifactCache | None = None,
+    changes: tuple[Change, ...] | None = None,
+) -> BuildPlan:
+    """The plan of a live ISO of ``image`` (nothing is built); with a ``cache``, steps reuse
+    cached products where they can (see :func:`~liveos.media.plan.plan_media`)."""
+    media = plan_media(image, settings, label=label, network=None, cache=cache, changes=changes)
     files = [*media.files, *_boot_chain(media.boot, image.root, label)]
     efi = {str(f.path.relative_to("/")): f.size or 0 for f in files if f.path.parent == EFI_BOOT_DIR}
     files.append(PlannedFile(EFIBOOT_PATH, Origin.BUILT, EFIBOOT_PRODUCT, planned_size(efi)))
@@ -68,6 +78,7 @@ def _build_plan(
         steps=steps,
         grub_cfg=media.boot.grub_cfg,
         warnings=media.warnings,
+        tree=media.tree,
     )
 
 
@@ -133,13 +144,16 @@ def write_iso_file(
     return written
 
 
-def build_iso(plan: BuildPlan, rootfs: RootFs, out: Path) -> BuildResult:
-    """Execute an ISO plan: the OS steps, the El Torito image, the ISO at ``out`` (atomically)."""
+def build_iso(
+    plan: BuildPlan, rootfs: RootFs, out: Path, *, cache: ArtifactCache | None = None
+) -> BuildResult:
+    """Execute an ISO plan: the OS steps, the El Torito image, the ISO at ``out`` (atomically).
+    ``cache``: where the plan's cached products are, and where built ones are kept."""
     out = check_output_file(out)
     check_tools(plan)
     clock = StepClock()
     with scratch_dir(out.parent, "liveos-media-") as scratch:
-        products = build_os_products(plan, rootfs, scratch, clock)
+        products = build_os_products(plan, rootfs, scratch, clock, cache)
         written = write_iso_file(plan, products, scratch, out, clock)
     log.info("live ISO written: %s (label %s)", out, plan.label)
     return BuildResult(
@@ -152,5 +166,6 @@ def build_iso(plan: BuildPlan, rootfs: RootFs, out: Path) -> BuildResult:
         mode=plan.mode,
         entries=plan.entries,
         steps=tuple(clock.steps),
+        seconds=clock.elapsed(),
         plan=plan,
     )

@@ -18,17 +18,38 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from liveos.bootfiles import MAX_GRUB_CFG_BYTES, BootFiles, find_boot_files
+from liveos.cache import ArtifactCache
+from liveos.cpio.format import CPIO_FORMAT
 from liveos.errors import ImageError, UsageError
 from liveos.grub import GrubConfig
+from liveos.host.sandbox import SANDBOX_FORMAT
 from liveos.image.base import SourceImage
-from liveos.initramfs.dracut import DracutInfo
+from liveos.image.changes import Change
+from liveos.image.identity import image_digest
+from liveos.image.layers import Layer
+from liveos.initramfs import fullos
+from liveos.initramfs.compression import initrd_compression
+from liveos.initramfs.dracut import DracutInfo, dracut_command
+from liveos.initramfs.fullos import init_target
+from liveos.initramfs.inputs import conditional_paths
 from liveos.initramfs.liveargs import check_args
-from liveos.layout import FULL_OS_EXCLUDED, FULL_OS_INITRD, ROOT_IMAGE_EXCLUDED, SQUASHFS_PATH, STATE_PATH
+from liveos.layout import (
+    FULL_OS_EXCLUDED,
+    FULL_OS_INITRD,
+    ROOT_IMAGE_EXCLUDED,
+    SQUASHFS_PATH,
+    STATE_PATH,
+    is_excluded,
+)
+from liveos.media import updates
 from liveos.media.grubedit import GrubEdit, NetworkRoot, edit_grub_config, render_bls
 from liveos.media.rebuild import apply_edits, media_state
+from liveos.media.reuse import plan_initrd, plan_tree, slot_key, tree_digest
+from liveos.media.updates import hook_refusal
 from liveos.plan import BootEntry, Origin, PlannedFile, PlannedStep, StepKind
 from liveos.rootfs import RootFs, kernel_version_of
-from liveos.settings import Compression, InitramfsMode, LiveSettings, SELinux, SquashfsPreset
+from liveos.settings import Compression, InitramfsMode, LiveSettings, Preset, SELinux
+from liveos.squashfs import MKSQUASHFS_OPTIONS, mksquashfs_version
 
 log = logging.getLogger("liveos")
 
@@ -36,7 +57,7 @@ log = logging.getLogger("liveos")
 ROOT_IMAGE_PRODUCT = "rootfs.img"
 FULL_OS_PRODUCT = "initrd.img"
 #: Typical output/input ratios, for size estimates only (the Debian fixture; real OS trees).
-SQUASHFS_RATIO = {SquashfsPreset.FAST: 0.45, SquashfsPreset.BALANCED: 0.40, SquashfsPreset.SMALL: 0.33}
+SQUASHFS_RATIO = {Preset.FAST: 0.30, Preset.BALANCED: 0.27, Preset.SMALL: 0.24}
 CPIO_RATIO = {Compression.ZSTD: 0.42, Compression.GZIP: 0.45, Compression.XZ: 0.33, Compression.NONE: 1.0}
 #: A no-hostonly live initrd when the image has no initrd of its own to compare with.
 DRACUT_INITRD_ESTIMATE = 60 * 1024 * 1024
@@ -56,17 +77,45 @@ class MediaPlan:
     entries: tuple[BootEntry, ...]
     steps: tuple[PlannedStep, ...]
     warnings: tuple[str, ...]
+    tree: str  #: digest of the caller's changes the plan was made from
+
+
+@dataclass(frozen=True)
+class ReuseContext:
+    """What deciding about cached products needs: the cache, the image's content digest, the
+    caller's changes to the tree and the image's layers (to see what a change replaces)."""
+
+    cache: ArtifactCache
+    image_digest: str
+    changes: tuple[Change, ...]
+    layers: tuple[Layer, ...]
+
+    def tree_changes(self, excluded: Sequence[str]) -> tuple[Change, ...]:
+        """The changes a product of the tree minus ``excluded`` depends on."""
+        return tuple(c for c in self.changes if not is_excluded(c.path, excluded))
 
 
 def plan_media(
-    image: SourceImage, settings: LiveSettings, *, label: str, network: NetworkRoot | None
+    image: SourceImage,
+    settings: LiveSettings,
+    *,
+    label: str,
+    network: NetworkRoot | None,
+    cache: ArtifactCache | None = None,
+    changes: tuple[Change, ...] | None = None,
 ) -> MediaPlan:
     """The files of ``image`` on live media built with ``settings`` (see the module docstring).
 
     ``network`` is None for an ISO; for PXE it says where a bootstrap root is downloaded from
-    (the root image then lives in that ISO, not in the TFTP tree).
+    (the root image then lives in that ISO, not in the TFTP tree). With a ``cache``, each step
+    reuses a cached product when it can (:mod:`liveos.media.reuse`); ``changes`` are the
+    caller's changes to the tree (default: read now).
     """
     rootfs = image.rootfs
+    changes = image.changes() if changes is None else changes
+    reuse = None
+    if cache is not None and image.layers:  # a tree without layers cannot tell its changes
+        reuse = ReuseContext(cache, image_digest(image.path, cache), changes, image.layers)
     boot = find_boot_files(rootfs)
     warnings: list[str] = []
     disable_selinux = _selinux_off(settings, rootfs.selinux_mode(), warnings)
@@ -104,18 +153,19 @@ def plan_media(
     steps: list[PlannedStep] = []
     if bootstrap:
         assert dracut is not None
-        files += _bootstrap_initrds(rootfs, config, dracut, steps)
+        files += _bootstrap_initrds(rootfs, config, dracut, settings.preset, steps, reuse)
         if network is None:
-            files.append(_root_image(rootfs, settings.squashfs, steps))
+            selinux = not disable_selinux and rootfs.selinux_mode() != "disabled"
+            files += _root_image(rootfs, settings.preset, steps, reuse, selinux=selinux)
     else:
-        files.append(_full_os_initrd(rootfs, settings, steps))
+        files.append(_full_os_initrd(rootfs, settings, steps, reuse))
     entries = tuple(
         BootEntry(
             " > ".join(line.menu) or "(top level)", line.kernel, line.initrds, tuple(line.args.texts())
         )
         for line in config.kernel_lines()
     )
-    return MediaPlan(boot, tuple(files), entries, tuple(steps), tuple(warnings))
+    return MediaPlan(boot, tuple(files), entries, tuple(steps), tuple(warnings), tree_digest(changes))
 
 
 def _selinux_off(settings: LiveSettings, image_mode: str, warnings: list[str]) -> bool:
@@ -193,12 +243,19 @@ def _kernels(rootfs: RootFs, config: GrubConfig) -> list[PlannedFile]:
 
 
 def _bootstrap_initrds(
-    rootfs: RootFs, config: GrubConfig, dracut: DracutInfo, steps: list[PlannedStep]
+    rootfs: RootFs,
+    config: GrubConfig,
+    dracut: DracutInfo,
+    preset: Preset,
+    steps: list[PlannedStep],
+    reuse: ReuseContext | None,
 ) -> list[PlannedFile]:
     """One dracut initrd per kernel, placed at every initrd path grub.cfg loads for it."""
+    compression = initrd_compression(rootfs, preset)
     kernels = {k.version: k for k in rootfs.kernels()}
     versions = list(kernels)
     files = []
+    sizes: dict[str, int] = {}
     for text in config.initrd_paths():
         initrd = media_path(text, "initrd", config)
         version = kernel_version_of(initrd.name, versions)
@@ -208,27 +265,79 @@ def _bootstrap_initrds(
             )
         product = initrd_product(version)
         if not any(s.product == product for s in steps):
-            steps.append(
-                PlannedStep(
-                    StepKind.DRACUT, product, f"kernel {version}, dracut {dracut.version or '?'}", version
-                )
-            )
+            argv = dracut_command(rootfs, version, info=dracut, compress=compression.command)
+            decision = None
+            if reuse is not None:
+                slot = slot_key("initrd", reuse.image_digest, list(argv), SANDBOX_FORMAT)
+                conditional = conditional_paths(reuse.changes, reuse.layers)
+                decision = plan_initrd(reuse.cache, slot, reuse.changes, conditional)
+                if decision.base is not None:
+                    sizes[product] = decision.base.size
+            detail = f"kernel {version}, dracut {dracut.version or '?'}, {compression.describe()}"
+            cache = decision.cache if decision is not None else None
+            steps.append(PlannedStep(StepKind.DRACUT, product, detail, version, cache=cache))
         own = kernels[version].initrd
+        if product in sizes:
+            files.append(PlannedFile(initrd, Origin.BUILT, product, sizes[product]))
+            continue
         estimate = rootfs.path(own).stat().st_size if own is not None else DRACUT_INITRD_ESTIMATE
         files.append(PlannedFile(initrd, Origin.BUILT, product, estimate, estimated=True))
     return files
 
 
-def _root_image(rootfs: RootFs, preset: SquashfsPreset, steps: list[PlannedStep]) -> PlannedFile:
-    steps.append(PlannedStep(StepKind.SQUASHFS, ROOT_IMAGE_PRODUCT, f"mksquashfs, preset {preset}"))
-    estimate = int(tree_bytes(rootfs.root, ROOT_IMAGE_EXCLUDED) * SQUASHFS_RATIO[preset])
-    return PlannedFile(SQUASHFS_PATH, Origin.BUILT, ROOT_IMAGE_PRODUCT, estimate, estimated=True)
+def _root_image(
+    rootfs: RootFs, preset: Preset, steps: list[PlannedStep], reuse: ReuseContext | None, *, selinux: bool
+) -> list[PlannedFile]:
+    """The squashfs -- or a cached one, plus the changed files in ``/updates``."""
+    detail = f"mksquashfs, preset {preset}"
+    if reuse is None:
+        steps.append(PlannedStep(StepKind.SQUASHFS, ROOT_IMAGE_PRODUCT, detail))
+        estimate = int(tree_bytes(rootfs.root, ROOT_IMAGE_EXCLUDED) * SQUASHFS_RATIO[preset])
+        return [PlannedFile(SQUASHFS_PATH, Origin.BUILT, ROOT_IMAGE_PRODUCT, estimate, estimated=True)]
+    slot = slot_key("squashfs", reuse.image_digest, preset, MKSQUASHFS_OPTIONS[preset],
+                    ROOT_IMAGE_EXCLUDED, mksquashfs_version())  # fmt: skip
+    refusal = "the media boot with SELinux: copied files would carry no labels" if selinux else None
+    refusal = refusal or hook_refusal(rootfs)
+    layers = reuse.layers
+
+    def rule(delta: Sequence[Change]) -> str | None:
+        return refusal or updates.update_refusal(delta, layers)
+
+    decision = plan_tree(reuse.cache, "squashfs", slot, reuse.tree_changes(ROOT_IMAGE_EXCLUDED), rule)
+    steps.append(PlannedStep(StepKind.SQUASHFS, ROOT_IMAGE_PRODUCT, detail, cache=decision.cache))
+    if decision.base is None:
+        estimate = int(tree_bytes(rootfs.root, ROOT_IMAGE_EXCLUDED) * SQUASHFS_RATIO[preset])
+        return [PlannedFile(SQUASHFS_PATH, Origin.BUILT, ROOT_IMAGE_PRODUCT, estimate, estimated=True)]
+    return [
+        PlannedFile(SQUASHFS_PATH, Origin.BUILT, ROOT_IMAGE_PRODUCT, decision.base.size),
+        *updates.update_files(rootfs, decision.delta),
+    ]
 
 
-def _full_os_initrd(rootfs: RootFs, settings: LiveSettings, steps: list[PlannedStep]) -> PlannedFile:
-    level = f" level {settings.level}" if settings.compression is not Compression.NONE else ""
-    steps.append(PlannedStep(StepKind.CPIO, FULL_OS_PRODUCT, f"newc CPIO, {settings.compression}{level}"))
-    estimate = int(tree_bytes(rootfs.root, FULL_OS_EXCLUDED) * CPIO_RATIO[settings.compression])
+def _full_os_initrd(
+    rootfs: RootFs, settings: LiveSettings, steps: list[PlannedStep], reuse: ReuseContext | None
+) -> PlannedFile:
+    compression = settings.cpio_compression
+    level = f" level {settings.level}" if compression is not Compression.NONE else ""
+    detail = f"newc CPIO, {compression}{level}"
+    decision = None
+    if reuse is not None:
+        slot = slot_key("cpio", reuse.image_digest, compression, settings.level, FULL_OS_EXCLUDED,
+                        init_target(rootfs), CPIO_FORMAT)  # fmt: skip
+        layers = reuse.layers
+
+        def rule(delta: Sequence[Change]) -> str | None:
+            return fullos.update_refusal(delta, layers)
+
+        decision = plan_tree(reuse.cache, "cpio", slot, reuse.tree_changes(FULL_OS_EXCLUDED), rule)
+    cache = decision.cache if decision is not None else None
+    steps.append(PlannedStep(StepKind.CPIO, FULL_OS_PRODUCT, detail, cache=cache))
+    if decision is not None and decision.base is not None:
+        added = sum(c.size for c in decision.delta)
+        exact = not decision.delta
+        size = decision.base.size + int(added * CPIO_RATIO[compression])
+        return PlannedFile(FULL_OS_INITRD, Origin.BUILT, FULL_OS_PRODUCT, size, estimated=not exact)
+    estimate = int(tree_bytes(rootfs.root, FULL_OS_EXCLUDED) * CPIO_RATIO[compression])
     return PlannedFile(FULL_OS_INITRD, Origin.BUILT, FULL_OS_PRODUCT, estimate, estimated=True)
 
 

@@ -7,16 +7,24 @@ the build's scratch directory; :func:`resolve` maps each planned file to a host 
 
 from __future__ import annotations
 
+import logging
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from pathlib import Path, PurePosixPath
 
-from liveos.errors import InternalError
+from liveos.cache import ArtifactCache
+from liveos.cpio import iter_entries
+from liveos.errors import InternalError, LiveOSError
 from liveos.initramfs import Initramfs
+from liveos.initramfs.fullos import append_update
 from liveos.layout import ROOT_IMAGE_EXCLUDED
-from liveos.plan import BuildPlan, Origin, PlannedFile, StepKind
+from liveos.media.reuse import fetch, store, store_initrd
+from liveos.plan import BuildPlan, Origin, PlannedFile, PlannedStep, Reuse, StepCache, StepKind
 from liveos.result import StepClock, StepRecord
 from liveos.rootfs import RootFs
-from liveos.run import which
-from liveos.squashfs import make_squashfs
+from liveos.run import kill_running, which
+from liveos.squashfs import MKSQUASHFS_COMPRESSION, make_squashfs
+
+log = logging.getLogger("liveos")
 
 #: Host tools each step needs (checked before minutes of work, not after).
 STEP_TOOLS = {
@@ -35,37 +43,114 @@ def check_tools(plan: BuildPlan) -> None:
             which(tool)
 
 
-def build_os_products(plan: BuildPlan, rootfs: RootFs, scratch: Path, clock: StepClock) -> Products:
-    """Run the plan's dracut, squashfs and CPIO steps; returns where each product was written."""
-    products: Products = {}
+#: The steps that read the OS tree; they do not depend on each other and run side by side.
+OS_STEPS = (StepKind.DRACUT, StepKind.SQUASHFS, StepKind.CPIO)
+
+
+def build_os_products(
+    plan: BuildPlan, rootfs: RootFs, scratch: Path, clock: StepClock, cache: ArtifactCache | None = None
+) -> Products:
+    """Run the plan's dracut, squashfs and CPIO steps -- concurrently: the initrd and the root image
+    do not depend on each other, so their wall times overlap on a multi-core machine. If one
+    fails (or the build is interrupted), the tools of the others are killed at once and the
+    first error propagates. A step the plan serves from ``cache`` takes its product from there
+    (building it after all if it was evicted meanwhile); a built product is stored there.
+    Returns where each product was written."""
+    steps = [step for step in plan.steps if step.kind in OS_STEPS]
+    if len(steps) <= 1:
+        return {step.product: _build(step, plan, rootfs, scratch, clock, cache) for step in steps}
+    with ThreadPoolExecutor(max_workers=len(steps), thread_name_prefix="liveos-step") as pool:
+        futures = {pool.submit(_build, step, plan, rootfs, scratch, clock, cache): step for step in steps}
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            kill_running()
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise
+    return {futures[future].product: future.result() for future in futures}
+
+
+def _build(
+    step: PlannedStep,
+    plan: BuildPlan,
+    rootfs: RootFs,
+    scratch: Path,
+    clock: StepClock,
+    cache: ArtifactCache | None,
+) -> Path:
+    """Produce one OS step's product at ``scratch / step.product``, timed by ``clock``."""
+    out = scratch / step.product
+    with clock.step(step.kind, step.product) as record:
+        if _reuse(step, rootfs, out, record, cache, plan):
+            return out
+        _run(step, plan, rootfs, out, record)
+        if cache is not None and step.cache is not None:
+            _store(cache, step.cache, step, out, record)
+    return out
+
+
+def _run(step: PlannedStep, plan: BuildPlan, rootfs: RootFs, out: Path, record: StepRecord) -> None:
+    """Build one OS step's product from the tree."""
     settings = plan.settings
-    for step in plan.steps:
-        out = scratch / step.product
-        if step.kind is StepKind.DRACUT:
-            if step.kernel is None:
-                raise InternalError(f"dracut step {step.product} names no kernel")
-            with clock.step(step.kind, step.product) as record:
-                initrd = Initramfs.bootstrap(rootfs, step.kernel, out)
-                record.size, record.compression, record.tool = (
-                    initrd.size,
-                    initrd.compression,
-                    initrd.builder,
-                )
-        elif step.kind is StepKind.SQUASHFS:
-            with clock.step(step.kind, step.product) as record:
-                make_squashfs(rootfs.root, out, preset=settings.squashfs, excludes=ROOT_IMAGE_EXCLUDED)
-                record.size, record.tool = out.stat().st_size, f"mksquashfs ({settings.squashfs})"
-        elif step.kind is StepKind.CPIO:
-            with clock.step(step.kind, step.product) as record:
-                initrd = Initramfs.full_os(
-                    rootfs, out, compression=settings.compression, level=settings.level
-                )
-                record.size, record.compression, record.level = initrd.size, initrd.compression, initrd.level
-                record.tool = initrd.builder
-        else:
-            continue
-        products[step.product] = out
-    return products
+    if step.kind is StepKind.DRACUT:
+        if step.kernel is None:
+            raise InternalError(f"dracut step {step.product} names no kernel")
+        _record(record, Initramfs.bootstrap(rootfs, step.kernel, out, preset=settings.preset))
+    elif step.kind is StepKind.SQUASHFS:
+        make_squashfs(rootfs.root, out, preset=settings.preset, excludes=ROOT_IMAGE_EXCLUDED)
+        record.size, record.tool = out.stat().st_size, f"mksquashfs ({settings.preset} preset)"
+        record.compression, record.level = MKSQUASHFS_COMPRESSION[settings.preset]
+    elif step.kind is StepKind.CPIO:
+        compression, level = settings.cpio_compression, settings.level
+        _record(record, Initramfs.full_os(rootfs, out, compression=compression, level=level))
+    else:
+        raise InternalError(f"{step.kind} is not an OS step")
+
+
+def _reuse(
+    step: PlannedStep,
+    rootfs: RootFs,
+    out: Path,
+    record: StepRecord,
+    cache: ArtifactCache | None,
+    plan: BuildPlan,
+) -> bool:
+    """Take the product from the cache (plus the full-os update segment) if the plan says so;
+    False if it does not, or the cached product is gone."""
+    using = step.cache
+    if cache is None or using is None or not step.reused:
+        return False
+    update = step.kind is StepKind.CPIO and using.reuse is Reuse.UPDATED
+    found = fetch(cache, using, out, private=update)
+    if found is None:
+        return False
+    record.cached = True
+    record.tool = str(found.meta.get("tool") or "")
+    level = found.meta.get("level")
+    record.compression = str(found.meta.get("compression") or "") or None
+    record.level = level if isinstance(level, int) else None
+    if update:
+        settings = plan.settings
+        append_update(rootfs, out, using.delta, compression=settings.cpio_compression, level=settings.level)
+        record.tool += f" + update of {len(using.delta)} path(s)"
+    record.size = out.stat().st_size
+    return True
+
+
+def _store(cache: ArtifactCache, using: StepCache, step: PlannedStep, out: Path, record: StepRecord) -> None:
+    meta = {"tool": record.tool, "compression": record.compression, "level": record.level}
+    if step.kind is StepKind.DRACUT:
+        try:  # the paths it holds decide what it depends on; an initrd liveos cannot read is not kept
+            files = [m.name for m in iter_entries(out)]
+        except LiveOSError as exc:
+            log.warning("not caching %s: cannot list what it holds: %s", step.product, exc.message)
+            return
+        store_initrd(cache, using, out, files, **meta)
+    else:
+        store(cache, using, out, dict(using.inputs), **meta)
 
 
 def _record(record: StepRecord, initrd: Initramfs) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from liveos.atomic import check_output_file, scratch_dir
 from liveos.bootfiles import BootFiles
+from liveos.cache import ArtifactCache
 from liveos.errors import UsageError
 from liveos.image.base import SourceImage
 from liveos.initramfs.livenet import livenet_extra_args
@@ -67,18 +68,21 @@ def plan_pxe(
     file_url: str | None = None,
     iso_name: str = DEFAULT_ISO_NAME,
     extra: Mapping[str, ExtraSource] | None = None,
+    cache: ArtifactCache | None = None,
 ) -> BuildPlan:
     """The plan of a PXE bundle of ``image``; a bootstrap bundle needs the ISO's URL.
 
     ``extra`` are the caller's own files (bundle path -> host file or bytes); they may not
-    replace a boot file. Everything is validated here, before the (minutes long) build.
+    replace a boot file. Everything is validated here, before the (minutes long) build. With a
+    ``cache``, steps reuse cached products where they can.
     """
     url = resolve_bootstrap_url(settings.mode, base_url=base_url, file_url=file_url, file_name=iso_name)
     rootfs = image.rootfs
-    iso = plan_iso(image, settings, label) if url is not None else None
+    changes = image.changes()
+    iso = plan_iso(image, settings, label, cache=cache, changes=changes) if url is not None else None
     extra_args = livenet_extra_args(rootfs) if url is not None else ()
     network = NetworkRoot(url.url if url is not None else None, extra_args)
-    media = plan_media(image, settings, label=label, network=network)
+    media = plan_media(image, settings, label=label, network=network, cache=cache, changes=changes)
     netgrub = choose_network_grub(rootfs, media.boot)
     files = [*media.files, *_boot_chain(media.boot, netgrub, image.root)]
     files += _redirectors(netgrub, media.boot, taken={f.path for f in files})
@@ -110,6 +114,7 @@ def plan_pxe(
         bootstrap_url=url.url if url is not None else None,
         iso=iso,
         warnings=media.warnings,
+        tree=media.tree,
     )
 
 
@@ -176,9 +181,16 @@ def check_output(out: Path, *, archive: bool | None, overwrite: bool) -> tuple[P
 
 
 def build_pxe(
-    plan: BuildPlan, rootfs: RootFs, out: Path, *, archive: bool | None = None, overwrite: bool = False
+    plan: BuildPlan,
+    rootfs: RootFs,
+    out: Path,
+    *,
+    archive: bool | None = None,
+    overwrite: bool = False,
+    cache: ArtifactCache | None = None,
 ) -> BuildResult:
-    """Execute a PXE plan into the folder or ``.tar.gz`` ``out``."""
+    """Execute a PXE plan into the folder or ``.tar.gz`` ``out`` (``cache``: where the plan's
+    cached products are, and where built ones are kept)."""
     out, as_archive = check_output(out, archive=archive, overwrite=overwrite)
     if as_archive:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +201,7 @@ def build_pxe(
         out.mkdir(exist_ok=True)
     try:
         with scratch_dir(out.parent if as_archive else out, WORK_PREFIX) as scratch:
-            products = build_os_products(plan, rootfs, scratch, clock)
+            products = build_os_products(plan, rootfs, scratch, clock, cache)
             if plan.iso is not None:
                 iso_file = scratch / "iso" / ISO_PRODUCT
                 iso_file.parent.mkdir()
@@ -215,6 +227,7 @@ def build_pxe(
         mode=plan.mode,
         entries=plan.entries,
         steps=tuple(clock.steps),
+        seconds=clock.elapsed(),
         plan=plan,
     )
 

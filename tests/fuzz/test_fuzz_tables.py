@@ -157,7 +157,7 @@ def test_fuzz_media_state_round_trips(state: MediaState) -> None:
 @given(st.one_of(_state_docs(), st.binary(max_size=64), st.sampled_from(_HOSTILE)))
 def test_fuzz_media_state(text: str | bytes) -> None:
     RUNS["media_state"] += 1
-    started = time.perf_counter()
+    started = time.process_time()
     try:
         state = MediaState.parse(text, path=STATE_PATH)
     except LiveOSError as error:
@@ -168,7 +168,7 @@ def test_fuzz_media_state(text: str | bytes) -> None:
         RUNS["media_state (a state)"] += 1
         assert MediaState.parse(state.render(), path=STATE_PATH) == state
         assert 0 <= state.source.size < 2**63
-    assert time.perf_counter() - started < PER_INPUT_SECONDS
+    assert time.process_time() - started < PER_INPUT_SECONDS
 
 
 def test_media_state_limits() -> None:
@@ -177,10 +177,10 @@ def test_media_state_limits() -> None:
     padded = text.replace('"schema"', " " * (MAX_STATE_BYTES - len(text)) + '"schema"')
     assert MediaState.parse(padded) == STATE  # up to the limit
     for hostile in (padded + " ", b" " * (64 * MIB), "[" * MAX_STATE_BYTES):
-        started = time.perf_counter()
+        started = time.process_time()
         with pytest.raises(ImageError, match=r"state\.json"):
             MediaState.parse(hostile)
-        assert time.perf_counter() - started < 1.0
+        assert time.process_time() - started < 1.0
     for number in ("-1", str(2**63), "1" * 5000):
         with pytest.raises(ImageError, match=r"source\.size|digits"):
             MediaState.parse(text.replace('"size": 123', f'"size": {number}'))
@@ -205,7 +205,7 @@ def _check_table(table: PartitionTable, size: int) -> None:
 
 def _read(path: Path, data: bytes | bytearray) -> PartitionTable | None:
     path.write_bytes(bytes(data))
-    started = time.perf_counter()
+    started = time.process_time()
     table: PartitionTable | None = None
     try:
         table = read_partition_table(path)
@@ -214,7 +214,7 @@ def _read(path: Path, data: bytes | bytearray) -> PartitionTable | None:
         assert str(path) in str(error)
     else:
         _check_table(table, len(data))
-    assert time.perf_counter() - started < PER_INPUT_SECONDS
+    assert time.process_time() - started < PER_INPUT_SECONDS
     return table
 
 
@@ -401,8 +401,8 @@ def test_fuzz_fstab(text: str) -> None:
 def test_fstab_limits() -> None:
     RUNS["fstab_limits"] += 1
     for text in ("x" * MIB, "UUID=a / ext4 d 0 0\n" * (MIB // 20), "a / e d 0 " + "9" * MIB):
-        started = time.perf_counter()
+        started = time.process_time()
         with contextlib.suppress(ImageError):
             parse_fstab(text)
-        assert time.perf_counter() - started < 2.0
+        assert time.process_time() - started < 2.0
     assert parse_fstab("UUID=a /srv/x\\040y ext4 d 1 2\n")[0].file == PurePosixPath("/srv/x y")

@@ -7,6 +7,7 @@ initramfs itself (bootstrap media report ``overlay``).
 from __future__ import annotations
 
 import hashlib
+import secrets
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from liveos.initramfs import Initramfs
 from liveos.live import LiveOS
 from liveos.settings import Compression
 from tests.conftest import FixtureImageFactory
+from tests.imagekit import stamp_marker
 
 pytestmark = [pytest.mark.root]
 
@@ -26,7 +28,12 @@ pytestmark = [pytest.mark.root]
 CASES = {"azl": "qcow2", "debian": "qcow2", "split": "raw", "bls": "qcow2"}
 LAYOUTS = tuple(CASES)
 GRUB_CFG = {"debian": "/boot/grub/grub.cfg", "split": "/boot/grub/grub.cfg"}
-FULL_OS_MEMORY_MIB = 3584  # compressed initrd + the unpacked tree both sit in RAM while booting
+FULL_OS_MEMORY_MIB = 3584
+#: layouts whose booted ISO is a rebuild: the first build's CPIO plus an update segment that
+#: changes the marker script (the booted system must print the token).
+UPDATED = {
+    "azl": f"token-{secrets.token_hex(4)}"
+}  # compressed initrd + the unpacked tree both sit in RAM while booting
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +46,13 @@ def full_os_isos(
         image = fixture_image(layout, fmt)
         with LiveOS.open(image.path, workdir=out) as live:
             live.rootfs.write_text("/etc/liveos-test", f"full-os {layout}\n")
-            label = f"FULL_{layout.upper()}"
-            isos[layout] = live.with_label(label).full_os().write_iso(out / f"{layout}-full.iso").output
+            media = live.with_label(f"FULL_{layout.upper()}").full_os()
+            isos[layout] = media.write_iso(out / f"{layout}-full.iso").output
+            if layout in UPDATED:  # rebuilt after one more change: the cached CPIO + an update segment
+                stamp_marker(live.rootfs, UPDATED[layout])
+                result = media.write_iso(out / f"{layout}-full-updated.iso")
+                assert result.step("initrd.img").cached, result.describe()
+                isos[layout] = result.output
     return isos
 
 
@@ -95,3 +107,5 @@ def test_full_os_iso_boots_without_pivot(full_os_isos: dict[str, Path], layout: 
     )
     assert result.ok, result.describe()
     assert result.marker_line is not None and "fstype=rootfs" in result.marker_line, result.marker_line
+    if layout in UPDATED:  # the kernel unpacked the update segment over the cached archive
+        assert f"updated={UPDATED[layout]} " in result.marker_line, result.marker_line

@@ -31,7 +31,7 @@ import liveos.run
 from liveos.errors import CommandError
 from liveos.live import LiveOS
 from tests.conftest import FixtureImageFactory
-from tests.imagekit import sha256
+from tests.imagekit import comm, descendants, sha256
 from tests.liveimagekit import leftovers, live_image
 
 pytestmark = [
@@ -48,31 +48,6 @@ EXIT_BOUND = 120.0
 def azl(fixture_image: FixtureImageFactory) -> tuple[Path, str]:
     image = fixture_image("azl", "qcow2").path
     return image, sha256(image)
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (children of children ..., the sandbox's too)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat_line = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat_line.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
 
 
 def mountinfo(pid: int) -> str:
@@ -98,8 +73,17 @@ def overlay_mounted(pid: int, work: Path) -> bool:
 
 
 def cpio_growing(pid: int, work: Path) -> bool:
+    """The full-os CPIO is being written (its temporary name) or done (its name)."""
     out = work.parent / "out"
-    return any(p.stat().st_size > 1 << 20 for p in out.glob("liveos-media-*/initrd.img"))
+    found = [*out.glob("liveos-media-*/initrd.img"), *out.glob("liveos-media-*/.initrd.img.tmp-*")]
+    return any(_size(p) > 1 << 20 for p in found)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # renamed or removed meanwhile
+        return 0
 
 
 #: Points of a build to signal it at: (mode, predicate on (liveos pid, work dir)).
@@ -141,8 +125,9 @@ def test_signal_mid_build(
     stderr_path = tmp_path / "stderr.log"
     mode, reached = POINTS[point]
     argv = [sys.executable, "-m", "liveos", "-v", "iso", str(image), "-o", str(out)]
-    argv += ["--workdir", str(workdir), "--mode", mode]
-    argv += ["--squashfs", "small"]  # the slowest preset: a wide window to signal mksquashfs in
+    argv += ["--workdir", str(workdir), "--mode", mode, "--no-cache"]  # every step must run
+    if point == "mksquashfs":
+        argv += ["--preset", "small"]  # the slowest squashfs: a wide window to signal mksquashfs in
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     seen: set[int] = set()
     with stderr_path.open("wb") as stderr:
@@ -208,6 +193,7 @@ def build(
     """Open, customise, write the ISO; ``written`` is called once the ISO is complete."""
     with LiveOS.open(image, workdir=workdir) as live:
         live.rootfs.write_text("/etc/motd", "customised\n")
+        live = live.with_cache(False)  # the same commands run on every build
         (live.bootstrap() if bootstrap else live.full_os("none")).write_iso(out)
         written()
 
@@ -322,8 +308,8 @@ def test_fault_in_initramfs_builder(
 
     class Failing:
         @staticmethod
-        def bootstrap(rootfs: Any, version: str, out: Path) -> Any:
-            real.bootstrap(rootfs, version, out)
+        def bootstrap(rootfs: Any, version: str, out: Path, **kwargs: Any) -> Any:
+            real.bootstrap(rootfs, version, out, **kwargs)
             raise CommandError(["dracut"], 1, "injected")
 
         @staticmethod

@@ -8,6 +8,7 @@ multi-user.target without the removed /etc/fstab.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -19,12 +20,15 @@ from liveos.grub import GrubConfig
 from liveos.image.isofs import IsoReader
 from liveos.live import LiveOS
 from tests.conftest import FixtureImageFactory
-from tests.imagekit import our_loops, our_mounts, sha256
+from tests.imagekit import our_loops, our_mounts, sha256, stamp_marker
 
 pytestmark = [pytest.mark.root]
 
 #: layout -> input format: every layout once, and every disk format among them.
 CASES = {"azl": "qcow2", "debian": "qcow2", "split": "vhdx", "bls": "vhd"}
+#: layouts whose booted ISO is a rebuild reusing the first build's products, with the marker
+#: script changed on top (the booted system must print the token).
+UPDATED = {"azl": f"token-{secrets.token_hex(4)}"}
 GRUB_CFG = {"debian": "/boot/grub/grub.cfg", "split": "/boot/grub/grub.cfg"}
 
 
@@ -42,12 +46,13 @@ def built_isos(
         workdir.mkdir()
         with LiveOS.open(image.path, workdir=workdir) as live:
             live.rootfs.write_text("/etc/liveos-test", f"customised {layout}\n")
-            iso = (
-                live.with_label(f"LIVEOS_{layout.upper()}")
-                .bootstrap()
-                .write_iso(out / f"{layout}.iso")
-                .output
-            )
+            media = live.with_label(f"LIVEOS_{layout.upper()}").bootstrap()
+            iso = media.write_iso(out / f"{layout}.iso").output
+            if layout in UPDATED:  # rebuilt after one more change: cached initrd + root image, /updates
+                stamp_marker(live.rootfs, UPDATED[layout])
+                result = media.write_iso(out / f"{layout}-updated.iso")
+                assert all(result.step(p).cached for p in ("rootfs.img", f"initrd-{image.kernel_version}"))
+                iso = result.output
         assert sha256(image.path) == before, "the input image changed"
         assert our_mounts(str(workdir)) == [], "a mount was left behind"
         assert our_loops(image.path, workdir) == []
@@ -82,6 +87,8 @@ def test_iso_boots_from_cd(built_isos: dict[str, Path], layout: str, tmp_path: P
     result = boot(BootConfig(CdRom(built_isos[layout]), log_path=tmp_path / "serial.log", timeout=400))
     assert result.ok, result.describe()
     assert result.marker_line is not None and "fstype=overlay" in result.marker_line, result.marker_line
+    if layout in UPDATED:  # the reused initrd booted, and dracut applied /updates over the root image
+        assert f"updated={UPDATED[layout]} " in result.marker_line, result.marker_line
 
 
 @pytest.mark.boot

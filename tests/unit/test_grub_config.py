@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -453,25 +452,9 @@ def test_variables_that_double_are_refused() -> None:
         config.kernel_paths()
 
 
-def test_hostile_sizes_stay_fast() -> None:
-    """Shapes that were quadratic: many commands on one line, many initrds, many paths."""
-    cases: list[tuple[str, Callable[[GrubConfig], object]]] = [
-        ("search -u x;" * 20_000 + "\n", lambda c: c.remove_search()),
-        ("menuentry x {\nlinux /k\n" + "initrd /i\n" * 20_000 + "}\n", lambda c: c.kernel_lines()),
-        ("".join(f"initrd /i{i}\n" for i in range(20_000)), lambda c: c.initrd_paths()),
-        ("linux /k " + "a " * 4000 + "\n", lambda c: c.set_root_live(label="L").render()),
-    ]
-    for text, action in cases:
-        started = time.perf_counter()
-        action(GrubConfig.parse(text))
-        assert time.perf_counter() - started < 2.0
-
-
-def test_too_many_tokens_are_refused_fast() -> None:
-    started = time.perf_counter()
+def test_too_many_tokens_are_refused() -> None:
     with pytest.raises(ImageError, match=r"grub\.cfg:\d+\): liveos refuses"):
         GrubConfig.parse("a;" * (1 << 19), "/boot/grub/grub.cfg")
-    assert time.perf_counter() - started < 1.5
     with pytest.raises(ImageError, match="more than 4096 arguments"):
         GrubConfig.parse("linux /k " + "a " * 5000 + "\n").kernel_args()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -112,12 +111,10 @@ def test_quoted_words_are_valid_for_grub_itself(value: str) -> None:
 
 
 # ---------------------------------------------------------------------- hostile input (regressions)
-def test_long_quoted_word_is_linear() -> None:
-    """A 1 MiB double-quoted word made one Part per character and joined them quadratically: 23 s."""
-    for body, seconds in (("x" * (1 << 20), 0.5), ("\\$" * (1 << 19), 0.5), ("a\\\nb" * (1 << 18), 2.0)):
-        started = time.perf_counter()
+def test_long_quoted_words_keep_their_meaning() -> None:
+    """(How long they take is the fuzz suite's business: tests/fuzz/test_fuzz_sizes.py.)"""
+    for body in ("x" * 1000, "\\$" * 1000, "a\\\nb" * 1000):
         (word,) = tokenize(f'"{body}"')
-        assert time.perf_counter() - started < seconds  # the last: a quarter million pieces
         assert word.literal == body.replace("\\$", "$").replace("\\\n", "")
 
 

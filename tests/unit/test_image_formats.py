@@ -1,20 +1,60 @@
-"""Format detection reads content, never names; the raw view of every format has the same bytes."""
+"""Format detection reads content, never names; the raw view of every format has the same bytes.
+
+The raw view of qcow2/vhd/vhdx is a FUSE export (qemu-storage-daemon): those tests need root; every
+one of them checks that no daemon, mount or file is left behind.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import signal
 import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from liveos.errors import ImageError, UsageError
+from liveos.errors import HostError, ImageError, UsageError
+from liveos.host import export
+from liveos.host.export import fuse_export
 from liveos.image import formats
-from liveos.image.formats import VHD_FOOTER_SIZE, DiskFormat, VhdFooter, detect, raw_view
+from liveos.image.formats import VHD_FOOTER_SIZE, DiskFormat, RawBacking, VhdFooter, detect, raw_view
 from tests.imagekit import PartSpec, convert, make_disk, sh, sha256, write_tree
 
 FORMATS = ["qcow2", "vhd", "vhd-fixed", "vhdx"]
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the raw view of qcow2/vhd/vhdx is a FUSE mount (root, private mount namespace)")
+
+
+def daemons_of(workdir: Path) -> list[int]:
+    """Live qemu-storage-daemon / qemu-nbd processes whose command line names ``workdir``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes() if entry.isdigit() else b""
+        except OSError:
+            continue
+        argv0 = cmdline.split(b"\0", 1)[0]
+        if argv0.endswith((b"qemu-storage-daemon", b"qemu-nbd")) and os.fsencode(workdir) in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def fuse_mounts(below: Path) -> int:
+    """FUSE mounts at or below ``below`` in this thread's mount namespace."""
+    count = 0
+    with open("/proc/thread-self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            fstype = fields[fields.index("-") + 1]
+            if fstype.startswith("fuse") and (fields[4] == str(below) or fields[4].startswith(f"{below}/")):
+                count += 1
+    return count
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +79,22 @@ def test_raw_view_has_the_disk_bytes_and_input_is_untouched(disk: Path, fmt: str
     source = disk if fmt == "raw" else convert(disk, fmt)
     before = sha256(source)
     info = detect(source)
+    if not info.format.in_place:
+        needs_root()
     with raw_view(info, tmp_path) as raw:
-        assert raw.converted == (not info.format.in_place)
-        if raw.converted:
-            assert raw.path.parent == tmp_path
-            assert sha256(raw.path) == sha256(disk)
-        else:
+        if info.format.in_place:
+            assert raw.backing is RawBacking.INPUT
             assert raw.path == source.resolve()
+        else:
+            assert raw.backing is RawBacking.FUSE
+            assert raw.path.parent.parent == tmp_path
+            assert fuse_mounts(raw.path) == 1
+            assert daemons_of(tmp_path), "no qemu-storage-daemon serves the view"
+            assert sha256(raw.path) == sha256(disk)
         assert raw.size == disk.stat().st_size
     assert sha256(source) == before
-    assert list(tmp_path.iterdir()) == [], "the conversion was not removed"
+    assert list(tmp_path.iterdir()) == [], "the export's files were not removed"
+    assert daemons_of(tmp_path) == [] and fuse_mounts(tmp_path) == 0
 
 
 def test_iso_is_detected_and_is_not_a_raw_disk(tmp_path: Path) -> None:
@@ -78,9 +124,7 @@ def test_truncated_qcow2_is_an_image_error(disk: Path, tmp_path: Path) -> None:
     with qcow2.open("r+b") as f:
         f.truncate(qcow2.stat().st_size // 2)
     with pytest.raises(ImageError, match=r"cut\.qcow2"):
-        info = detect(qcow2)
-        with raw_view(info, tmp_path):
-            pass
+        detect(qcow2)  # qemu-img check: read through the export, a truncated qcow2 reads as zeros
     assert list(tmp_path.iterdir()) == [qcow2]
 
 
@@ -99,17 +143,19 @@ def test_backing_file_is_refused(disk: Path, tmp_path: Path) -> None:
         detect(overlay)
 
 
-def _patch_creator(vhd: Path, creator: bytes, chs: tuple[int, int, int]) -> None:
-    """Rewrite the footer's creator app and geometry, fix its checksum (like a Virtual PC image)."""
-    size = vhd.stat().st_size
+def _patch_creator(vhd: Path, creator: bytes, chs: tuple[int, int, int], at: int | None = None) -> None:
+    """Rewrite the footer's creator app and geometry, fix its checksum (like a Virtual PC image).
+
+    ``at``: where the footer is (default: the end; a dynamic VHD has a copy at offset 0 too)."""
+    where = vhd.stat().st_size - VHD_FOOTER_SIZE if at is None else at
     with vhd.open("r+b") as f:
-        f.seek(size - VHD_FOOTER_SIZE)
+        f.seek(where)
         footer = bytearray(f.read(VHD_FOOTER_SIZE))
         footer[28:32] = creator
         struct.pack_into(">HBB", footer, 56, *chs)
         footer[64:68] = b"\0\0\0\0"
         struct.pack_into(">I", footer, 64, ~sum(footer) & 0xFFFFFFFF)
-        f.seek(size - VHD_FOOTER_SIZE)
+        f.seek(where)
         f.write(footer)
 
 
@@ -135,6 +181,115 @@ def test_fixed_vhd_with_bad_checksum_is_plain_raw(tmp_path: Path) -> None:
     info = detect(vhd)
     assert info.format is DiskFormat.RAW
     assert info.virtual_size == vhd.stat().st_size
+
+
+def _unknown_creator_vhd(tmp_path: Path) -> tuple[Path, Path]:
+    """A dynamic VHD whose creator qemu does not know and whose CHS size is below its current size
+    (qemu sizes those by CHS unless ``force_size_calc=current_size``), and the raw disk it holds."""
+    tree = write_tree(tmp_path / "tree", {"/hello": "hello\n"})
+    odd = make_disk(tmp_path / "odd.raw", [PartSpec(8, "ext4", tree)]).path
+    with odd.open("r+b") as f:  # not a whole number of CHS cylinders: the GPT backup is past CHS size
+        f.truncate(odd.stat().st_size + 3 * 512)
+    sh("sgdisk", "-e", odd)
+    vhd = convert(odd, "vhd")
+    for at in (0, vhd.stat().st_size - VHD_FOOTER_SIZE):  # the copy at the start and the footer
+        _patch_creator(vhd, b"vbox", (20, 16, 63), at=at)
+    return vhd, odd
+
+
+@pytest.mark.root
+def test_vhd_is_sized_by_current_size_like_hyper_v(tmp_path: Path) -> None:
+    needs_root()
+    vhd, odd = _unknown_creator_vhd(tmp_path)
+    info = detect(vhd)
+    footer = VhdFooter.parse(vhd.read_bytes()[-VHD_FOOTER_SIZE:])
+    assert footer is not None and footer.current_size == odd.stat().st_size
+    assert info.virtual_size == 20 * 16 * 63 * 512 != footer.current_size  # qemu's default: CHS
+    work = tmp_path / "work"
+    work.mkdir()
+    with raw_view(info, work) as raw:
+        assert raw.size == odd.stat().st_size
+        assert sha256(raw.path) == sha256(odd)
+        assert len(daemons_of(work)) == 2  # qemu-nbd --image-opts ...,force_size_calc=current_size
+    assert list(work.iterdir()) == [] and daemons_of(work) == []
+    deep = work / ("d" * 100)  # no room for qemu-nbd's Unix socket below it
+    deep.mkdir()
+    with pytest.raises(UsageError, match="too deep"), raw_view(info, deep):
+        pass
+    assert list(deep.iterdir()) == []
+
+
+@pytest.mark.root
+def test_daemon_refusing_the_image_is_an_image_error_naming_it(disk: Path, tmp_path: Path) -> None:
+    needs_root()
+    lying = formats.ImageInfo(disk, DiskFormat.QCOW2, disk.stat().st_size)  # a raw file "as qcow2"
+    work = tmp_path / "work"
+    work.mkdir()
+    refused = r"could not be opened by qemu-storage-daemon.*qcow2"
+    with pytest.raises(ImageError, match=refused) as exc, raw_view(lying, work):
+        pass
+    assert str(disk) in str(exc.value) and exc.value.hint
+    assert list(work.iterdir()) == [] and daemons_of(work) == []
+
+
+@pytest.mark.root
+def test_export_not_ready_in_time_is_a_host_error(disk: Path, tmp_path: Path) -> None:
+    needs_root()
+    with (
+        pytest.raises(HostError, match="did not get ready within 0 s"),
+        fuse_export(convert(disk, "qcow2"), "qcow2", tmp_path, timeout=0),
+    ):
+        pass
+    assert list(tmp_path.iterdir()) == [] and daemons_of(tmp_path) == []
+
+
+@pytest.mark.root
+def test_no_fuse_is_a_host_error(disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    needs_root()
+    monkeypatch.setattr(export, "FUSE_DEVICE", tmp_path / "no-fuse")
+    with (
+        pytest.raises(HostError, match="no FUSE support"),
+        raw_view(detect(convert(disk, "vhdx")), tmp_path),
+    ):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.root
+def test_exception_in_the_block_leaves_nothing(disk: Path, tmp_path: Path) -> None:
+    needs_root()
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), raw_view(detect(convert(disk, "qcow2")), tmp_path) as raw:
+        assert fuse_mounts(raw.path) == 1
+        raise Boom
+    assert list(tmp_path.iterdir()) == [] and daemons_of(tmp_path) == [] and fuse_mounts(tmp_path) == 0
+
+
+@pytest.mark.root
+def test_read_after_the_daemon_died_is_an_image_error(disk: Path, tmp_path: Path) -> None:
+    needs_root()
+    qcow2 = convert(disk, "qcow2")
+    with (
+        pytest.raises(ImageError, match=r"could not be read.*exited") as exc,
+        raw_view(detect(qcow2), tmp_path) as raw,
+    ):
+        for pid in daemons_of(tmp_path):
+            os.kill(pid, signal.SIGKILL)
+        raw.path.read_bytes()
+    assert str(qcow2) in str(exc.value)
+    assert list(tmp_path.iterdir()) == [] and fuse_mounts(tmp_path) == 0
+
+
+@pytest.mark.root
+def test_other_os_errors_pass_through(disk: Path, tmp_path: Path) -> None:
+    needs_root()
+    elsewhere = OSError(errno.EIO, "Input/output error", "/somewhere/else")
+    with pytest.raises(OSError) as exc, raw_view(detect(convert(disk, "qcow2")), tmp_path):
+        raise elsewhere
+    assert exc.value is elsewhere
 
 
 def test_qemu_img_is_what_reads_formats() -> None:

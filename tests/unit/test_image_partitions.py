@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import time
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -261,10 +260,8 @@ def test_absurd_gpt_headers_are_refused(tmp_path: Path, field: str, value: int) 
         struct.pack_into("<I", data, SECTOR + offset, value)
         struct.pack_into("<I", data, SECTOR + 16, 0)
         struct.pack_into("<I", data, SECTOR + 16, zlib.crc32(data[SECTOR : SECTOR + 92]))
-    started = time.perf_counter()
     with pytest.raises(ImageError, match="no readable partition table"):
         read_partition_table(write_disk(tmp_path / "gpt", data))
-    assert time.perf_counter() - started < 1.0
 
 
 def test_overlapping_primary_gpt_falls_back_to_a_sane_backup(tmp_path: Path) -> None:

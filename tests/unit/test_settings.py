@@ -13,7 +13,7 @@ from liveos import settings
 from liveos.cli import _parser
 from liveos.errors import UsageError
 from liveos.live import LiveOS
-from liveos.settings import Compression, InitramfsMode, LiveSettings, SELinux, SquashfsPreset
+from liveos.settings import Compression, InitramfsMode, LiveSettings, Preset, SELinux
 
 USAGE = Path(__file__).parent.parent.parent / "docs" / "usage.md"
 
@@ -29,10 +29,11 @@ def test_every_setting_has_its_method_and_the_method_sets_it() -> None:
         "mode": ("full-os",),
         "kernel_args": ("quiet",),
         "selinux": ("disable",),
-        "squashfs": ("small",),
+        "preset": ("small",),
         "compression": ("xz",),
         "compression_level": (Compression.ZSTD, 9),
         "hybrid": (False,),
+        "cache": (False,),
     }
     assert set(samples) == {name for name, _, _ in settings.table()}, "a new setting needs a sample here"
     for name, spec, default in settings.table():
@@ -55,7 +56,7 @@ def test_cli_flags_map_to_the_same_settings_as_the_methods() -> None:
     args = _parser().parse_args(
         [
             "iso", "disk.raw", "-o", "x.iso", "--label", "MYLIVE", "--mode", "full-os",
-            "--kernel-arg", "quiet", "--kernel-arg", "a b", "--selinux", "disable", "--squashfs", "small",
+            "--kernel-arg", "quiet", "--kernel-arg", "a b", "--selinux", "disable", "--preset", "small",
             "--compression", "xz", "--compression-level", "9", "--no-hybrid",
         ]
     )  # fmt: skip
@@ -66,7 +67,7 @@ def test_cli_flags_map_to_the_same_settings_as_the_methods() -> None:
         .full_os("xz", 9)
         .with_kernel_args("quiet", "a b")
         .with_selinux("disable")
-        .with_squashfs("small")
+        .with_preset("small")
         .with_hybrid(False)
     )
     assert from_cli == live.settings
@@ -79,7 +80,7 @@ def test_defaults_come_from_the_table_only() -> None:
     )
     assert LiveSettings().mode is InitramfsMode.BOOTSTRAP
     assert LiveSettings().selinux is SELinux.KEEP
-    assert LiveSettings().squashfs is SquashfsPreset.FAST
+    assert LiveSettings().preset is Preset.FAST
     assert LiveSettings().level == Compression.ZSTD.default_level == 3
 
 
@@ -91,7 +92,7 @@ def test_defaults_come_from_the_table_only() -> None:
         ("label", "A" * 17, "invalid ISO volume label"),
         ("mode", "live", "not one of"),
         ("selinux", "enforcing", "not one of"),
-        ("squashfs", "tiny", "not one of"),
+        ("preset", "tiny", "not one of"),
         ("compression", "lz4", "not one of"),
         ("compression_level", "high", "not an integer"),
         ("kernel_args", ("",), "empty"),
@@ -109,7 +110,16 @@ def test_level_range_follows_the_compressor() -> None:
     with pytest.raises(UsageError, match=r"out of range for gzip \(1..9\)"):
         unopened().with_compression("gzip", 12)
     assert unopened().with_compression("zstd", 19).settings.level == 19
-    assert unopened().full_os().settings.compression is Compression.ZSTD
+    assert unopened().full_os().settings.compression is None  # the preset's
+    assert unopened().full_os().settings.cpio_compression is Compression.ZSTD
+
+
+def test_the_preset_sets_every_compressor_unless_told_otherwise() -> None:
+    assert LiveSettings().cpio_compression is Compression.ZSTD and LiveSettings().level == 3
+    small = unopened().with_preset("small").settings
+    assert (small.cpio_compression, small.level) == (Compression.ZSTD, 19)
+    assert unopened().with_preset("small").with_compression("gzip").settings.level == 6
+    assert unopened().with_preset("small").with_compression("xz", 2).settings.level == 2
 
 
 def test_settings_are_frozen_and_clones_independent() -> None:
@@ -128,10 +138,11 @@ def test_to_dict_is_json() -> None:
         "mode": "bootstrap",
         "kernel_args": ["a"],
         "selinux": "keep",
-        "squashfs": "fast",
-        "compression": "zstd",
+        "preset": "fast",
+        "compression": None,
         "compression_level": None,
         "hybrid": True,
+        "cache": True,
     }
 
 
