@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests | lint | typecheck | bench | demo``.
+"""Developer sessions: ``nox -s tests | lint | typecheck | docs | bench | demo``.
 
 Every session runs in the interpreter of ``.venv`` (made by ``tools/setup-host.sh``) so that a
 fresh machine needs exactly two commands; nox only orchestrates.
@@ -38,6 +38,7 @@ def tests(session: nox.Session) -> None:
     """The whole suite, QEMU boots included (root needed; fixture images cached in FIXTURE_CACHE)."""
     session.notify("lint")
     session.notify("typecheck")
+    session.notify("docs")
     # One worker per core, whole files per worker (module fixtures build their media once).
     workers = ["-n", str(min(os.cpu_count() or 1, 2)), "--dist", "loadfile"]
     session.run(
@@ -47,6 +48,20 @@ def tests(session: nox.Session) -> None:
         *workers,
         *session.posargs,
         env={"LIVEOS_FIXTURE_CACHE": FIXTURE_CACHE},
+    )
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The docs site (mkdocs.yml) into site/, every warning an error (broken links, bad references)."""
+    session.run(
+        "mkdocs",
+        "build",
+        "--strict",
+        "--site-dir",
+        "site",
+        *session.posargs,
+        env={"NO_MKDOCS_2_WARNING": "1"},  # material's banner about its successor, not a problem
     )
 
 

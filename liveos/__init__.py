@@ -10,7 +10,8 @@
 The building blocks are public too: :class:`SourceImage` (an input opened read-only as an OS
 tree, from :func:`open_image`), :class:`RootFs` (the customisable tree), :class:`GrubConfig`
 (lossless grub.cfg edits), :class:`Initramfs` (a built bootstrap or full-os initrd),
-:class:`IsoWriter`, :class:`PxeBundle`. Errors are split by fault; see :mod:`liveos.errors`.
+:class:`IsoWriter`, :class:`PxeBundle`. Finished media are checked by :func:`verify` and
+described by :func:`inspect`. Errors are split by fault; see :mod:`liveos.errors`.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ from liveos.errors import (
 from liveos.grub import BlsEntry, GrubConfig
 from liveos.image import DiskImage, IsoReader, LiveIsoImage, SourceImage, open_image
 from liveos.initramfs import Initramfs
+from liveos.inspection import DiskInfo, MediaInfo, inspect
 from liveos.iso import IsoWriter
 from liveos.live import LiveOS
 from liveos.plan import BootEntry, BuildPlan, Origin, PlannedFile, PlannedStep, StepKind
+from liveos.progress import ProgressCallback, ProgressEvent
+from liveos.progress_display import BarReporter, LineReporter, reporter_for
 from liveos.pxe import PxeBundle
 from liveos.result import BuildResult, StepResult
 from liveos.rootfs import RootFs
@@ -43,16 +47,21 @@ from liveos.settings import (
     Preset,
     SELinux,
 )
+from liveos.verification import Check, CheckKind, VerifyReport, verify
 
 __all__ = [
     "Arch",
+    "BarReporter",
     "BlsEntry",
     "BootEntry",
     "BuildPlan",
     "BuildResult",
+    "Check",
+    "CheckKind",
     "CommandError",
     "Compression",
     "DiskImage",
+    "DiskInfo",
     "GrubConfig",
     "HostError",
     "ImageError",
@@ -61,16 +70,20 @@ __all__ = [
     "InternalError",
     "IsoReader",
     "IsoWriter",
+    "LineReporter",
     "LiveIsoImage",
     "LiveOS",
     "LiveOSError",
     "LiveSettings",
+    "MediaInfo",
     "MissingToolError",
     "Origin",
     "OutputKind",
     "PlannedFile",
     "PlannedStep",
     "Preset",
+    "ProgressCallback",
+    "ProgressEvent",
     "PxeBundle",
     "RootFs",
     "SELinux",
@@ -78,6 +91,10 @@ __all__ = [
     "StepKind",
     "StepResult",
     "UsageError",
+    "VerifyReport",
     "__version__",
+    "inspect",
     "open_image",
+    "reporter_for",
+    "verify",
 ]

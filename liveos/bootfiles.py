@@ -35,6 +35,7 @@ class BootFiles:
 
     @property
     def grub_dir(self) -> PurePosixPath:
+        """The image directory that holds the main grub config."""
         return self.grub_cfg.parent
 
 

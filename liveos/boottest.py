@@ -58,11 +58,13 @@ class Firmware(enum.StrEnum):
 
     @property
     def code(self) -> Path:
+        """The OVMF code image (read-only flash) of this firmware."""
         name = "OVMF_CODE_4M.secboot.fd" if self is Firmware.UEFI_SECURE_BOOT else "OVMF_CODE_4M.fd"
         return OVMF_DIR / name
 
     @property
     def vars_template(self) -> Path:
+        """The OVMF variable store each boot starts from (copied: the guest may write it)."""
         name = "OVMF_VARS_4M.ms.fd" if self is Firmware.UEFI_SECURE_BOOT else "OVMF_VARS_4M.fd"
         return OVMF_DIR / name
 
@@ -150,6 +152,7 @@ class BootConfig:
 
     @property
     def needs_network(self) -> bool:
+        """Whether the guest gets a NIC: asked for, an HTTP root to serve, or a PXE boot."""
         return self.network or self.http_root is not None or isinstance(self.media, PxeBoot)
 
 

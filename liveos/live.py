@@ -19,13 +19,15 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from liveos import views
 from liveos.atomic import check_output_file
 from liveos.cache import ArtifactCache
 from liveos.errors import UsageError
 from liveos.image import SourceImage, open_image
 from liveos.iso.output import build_iso, plan_iso
 from liveos.media.reuse import tree_digest
-from liveos.plan import BuildPlan
+from liveos.plan import BuildPlan, settings_html, settings_text
+from liveos.progress import ProgressCallback
 from liveos.pxe.output import ExtraSource, build_pxe, check_output, plan_pxe
 from liveos.pxe.urls import DEFAULT_ISO_NAME
 from liveos.result import BuildResult
@@ -150,11 +152,13 @@ class LiveOS:
         *,
         archive: bool | None = None,
         overwrite: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> BuildResult:
         """Execute ``plan`` (from :meth:`plan` of this image) into ``out``.
 
         PXE: ``out`` is a folder, or a ``.tar.gz`` by its name or ``archive=True``; a non-empty
-        folder is replaced only with ``overwrite=True``.
+        folder is replaced only with ``overwrite=True``. ``progress`` gets every step's events
+        (:mod:`liveos.progress`; :func:`liveos.progress_display.reporter_for` draws them).
         """
         if plan.source != self.image.path:
             raise UsageError(f"the plan was made for {plan.source}, not {self.image.path}")
@@ -166,13 +170,23 @@ class LiveOS:
             )
         cache = ArtifactCache.default() if plan.settings.cache else None
         if plan.output is OutputKind.ISO:
-            return build_iso(plan, self.rootfs, Path(out), cache=cache)
-        return build_pxe(plan, self.rootfs, Path(out), archive=archive, overwrite=overwrite, cache=cache)
+            return build_iso(plan, self.rootfs, Path(out), cache=cache, progress=progress)
+        return build_pxe(
+            plan,
+            self.rootfs,
+            Path(out),
+            archive=archive,
+            overwrite=overwrite,
+            cache=cache,
+            progress=progress,
+        )
 
-    def write_iso(self, out: str | os.PathLike[str]) -> BuildResult:
-        """Build the live ISO at ``out`` (atomically)."""
+    def write_iso(
+        self, out: str | os.PathLike[str], *, progress: ProgressCallback | None = None
+    ) -> BuildResult:
+        """Build the live ISO at ``out`` (atomically); ``progress``: see :meth:`build`."""
         check_output_file(out, create_parent=False)  # before planning: a bad path fails at once
-        return self.build(self.plan(OutputKind.ISO), out)
+        return self.build(self.plan(OutputKind.ISO), out, progress=progress)
 
     def write_pxe(
         self,
@@ -184,14 +198,34 @@ class LiveOS:
         overwrite: bool = False,
         iso_name: str = DEFAULT_ISO_NAME,
         extra_files: Mapping[str, ExtraSource] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> BuildResult:
         """Write PXE artifacts (a folder, or a ``.tar.gz``) to ``out``.
 
         bootstrap mode needs the URL the bundled ISO will be served from (``base_url`` + the ISO
-        name, or the full ``file_url``); full-os mode takes no URL.
+        name, or the full ``file_url``); full-os mode takes no URL. ``progress``: see :meth:`build`.
         """
         check_output(Path(out), archive=archive, overwrite=overwrite)  # before planning
         plan = self.plan(
             OutputKind.PXE, base_url=base_url, file_url=file_url, iso_name=iso_name, extra_files=extra_files
         )
-        return self.build(plan, out, archive=archive, overwrite=overwrite)
+        return self.build(plan, out, archive=archive, overwrite=overwrite, progress=progress)
+
+    # -- rich views (notebooks, IPython) --------------------------------------------------------
+    def _repr_html_(self) -> str:
+        return views.safe_html(
+            lambda: views.html_block(
+                repr(self),
+                views.html_details("settings", settings_html(self.settings), open_=True),
+                views.html_details("image", self.image._repr_html_(), open_=True),
+            ),
+            "LiveOS",
+        )
+
+    def _repr_pretty_(self, p: views.PrettyPrinter, cycle: bool) -> None:
+        views.pretty_text(p, cycle, self.describe, short="<LiveOS>")
+
+    def describe(self) -> str:
+        """Every setting (``*``: changed from its default) and what the image is, as text."""
+        image = self.image.summary().describe()
+        return f"{self!r}\nsettings:\n{settings_text(self.settings)}\nimage:\n{image}"

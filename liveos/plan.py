@@ -13,8 +13,10 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from liveos import views
 from liveos.errors import InternalError
 from liveos.settings import Arch, InitramfsMode, LiveSettings, OutputKind
+from liveos.settings import table as settings_table
 
 
 class Origin(enum.StrEnum):
@@ -229,6 +231,104 @@ class BuildPlan:
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
+    # -- rich views (notebooks, IPython) ----------------------------------------------------
+    def __repr__(self) -> str:
+        return views.safe_text(lambda: _plan_line(self), "<BuildPlan>")
+
+    def _repr_html_(self) -> str:
+        return views.safe_html(lambda: _plan_html(self), "BuildPlan")
+
+    def _repr_pretty_(self, p: views.PrettyPrinter, cycle: bool) -> None:
+        views.pretty_text(p, cycle, self.describe, short="<BuildPlan>")
+
 
 def _mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size} B"
+
+
+def _plan_line(plan: BuildPlan) -> str:
+    reused = sum(1 for s in plan.steps if s.reused)
+    return (
+        f"<BuildPlan {plan.output} {plan.mode} {plan.label} {plan.arch} from {plan.source}: "
+        f"{_count(len(plan.entries), 'entry', 'entries')}, {_count(len(plan.files), 'file')} "
+        f"{_mb(plan.size)}, {_count(len(plan.steps), 'step')} ({reused} from the cache)>"
+    )
+
+
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def _plan_html(plan: BuildPlan) -> str:
+    facts: list[tuple[str, object]] = [
+        ("output", plan.output),
+        ("mode", plan.mode),
+        ("label", plan.label),
+        ("arch", plan.arch),
+        ("source", plan.source),
+        ("grub.cfg", plan.grub_cfg),
+        ("size", ("~" if any(f.estimated for f in plan.files) else "") + views.human_size(plan.size)),
+    ]
+    if plan.bootstrap_url is not None:
+        facts.append(("bootstrap URL", plan.bootstrap_url))
+    entries = [(e.title, e.kernel, " ".join(e.initrds), e.cmdline_text) for e in plan.entries]
+    steps = [
+        (
+            s.kind,
+            s.product,
+            s.detail,
+            s.cache.reuse if s.cache else "no cache",
+            s.cache.reason if s.cache else "",
+        )
+        for s in plan.steps
+    ]
+    files = [
+        (
+            f.path,
+            f.origin,
+            f.source,
+            "?" if f.size is None else ("~" if f.estimated else "") + views.human_size(f.size),
+        )
+        for f in sorted(plan.files, key=lambda f: f.path.parts)
+    ]
+    parts = [
+        views.html_kv(facts),
+        views.html_table(
+            ("entry", "kernel", "initrds", "kernel command line"), entries, caption="boot entries"
+        ),
+        views.html_table(("step", "product", "how", "cache", "why"), steps, caption="steps"),
+        views.html_details(
+            f"files ({len(files)}, {views.human_size(plan.size)})",
+            views.html_table(("media path", "origin", "from", "size"), files),
+        ),
+        views.html_details("settings", settings_html(plan.settings)),
+    ]
+    if plan.warnings:
+        parts.append(views.html_kv([("warning", w) for w in plan.warnings]))
+    if plan.iso is not None:
+        parts.append(views.html_details("the ISO this bundle serves", _plan_html(plan.iso)))
+    return views.html_block(_plan_line(plan), *parts)
+
+
+def settings_rows(settings: LiveSettings) -> list[tuple[str, str, bool, str]]:
+    """(name, value, is the default, meaning) of every setting, in the settings table's order."""
+    rows = []
+    for name, spec, default in settings_table():
+        value = getattr(settings, name)
+        shown = ", ".join(value) if isinstance(value, tuple) else str(value)
+        if value == default and spec.default_text is not None:
+            text = spec.default_text.replace("`", "")
+            shown = f"{shown} ({text})" if shown else text
+        rows.append((name, shown, value == default, spec.help.replace("`", "")))
+    return rows
+
+
+def settings_html(settings: LiveSettings) -> str:
+    """The settings as an HTML table: every setting, its value, whether it is the default, what it does."""
+    rows = [(n, v, "default" if d else "changed", h) for n, v, d, h in settings_rows(settings)]
+    return views.html_table(("setting", "value", "", "meaning"), rows)
+
+
+def settings_text(settings: LiveSettings) -> str:
+    """The settings as lines of text (``*`` marks a setting changed from its default)."""
+    return "\n".join(f"  {'*' if not d else ' '} {n} = {v}" for n, v, d, _ in settings_rows(settings))

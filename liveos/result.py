@@ -11,10 +11,11 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from liveos import views
 from liveos.plan import BootEntry, BuildPlan, StepKind
 from liveos.settings import InitramfsMode, OutputKind
 
@@ -71,6 +72,12 @@ class StepClock:
     def elapsed(self) -> float:
         """Wall seconds since the clock was made (steps may overlap: this is not their sum)."""
         return time.perf_counter() - self.started
+
+    def ordered(self, products: Sequence[str]) -> tuple[StepResult, ...]:
+        """The timed steps in the plan's order (``products``), not in the order they finished:
+        steps run side by side, and a result should read the same on every build."""
+        rank = {product: index for index, product in enumerate(products)}
+        return tuple(sorted(self.steps, key=lambda s: rank.get(s.product, len(rank))))
 
     @contextlib.contextmanager
     def step(self, kind: StepKind, product: str) -> Iterator[StepRecord]:
@@ -159,13 +166,34 @@ class BuildResult:
         lines.append(f"  {self.seconds:.1f} s in all")
         return "\n".join(lines)
 
+    # -- rich views (notebooks, IPython) ----------------------------------------------------
+    def __repr__(self) -> str:
+        return views.safe_text(lambda: _result_line(self), "<BuildResult>")
+
+    def _repr_html_(self) -> str:
+        return views.safe_html(lambda: _result_html(self), "BuildResult")
+
+    def _repr_pretty_(self, p: views.PrettyPrinter, cycle: bool) -> None:
+        views.pretty_text(p, cycle, self.describe, short="<BuildResult>")
+
 
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file, streamed."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return fd_sha256(fd)
+    finally:
+        os.close(fd)
+
+
+def fd_sha256(fd: int) -> str:
+    """SHA-256 of an open file's bytes from offset 0, read with ``pread`` (the fd's own offset is
+    left alone, so a writer can hash its output on a second thread while it syncs it)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
+    offset = 0
+    while chunk := os.pread(fd, _HASH_CHUNK, offset):
+        digest.update(chunk)
+        offset += len(chunk)
     return digest.hexdigest()
 
 
@@ -187,3 +215,44 @@ def tree_digest(root: Path) -> tuple[int, str]:
             lines.append(f"{rel} {size} {file_sha256(path)}")
     manifest = "\n".join(sorted(lines)) + "\n"
     return total, hashlib.sha256(manifest.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _result_line(result: BuildResult) -> str:
+    return (
+        f"<BuildResult {result.kind} {result.mode} {result.output} {views.human_size(result.size)} "
+        f"sha256 {result.sha256[:12]}... label {result.label}, {len(result.steps)} steps "
+        f"{result.seconds:.1f} s>"
+    )
+
+
+def _result_html(result: BuildResult) -> str:
+    facts: list[tuple[str, object]] = [
+        ("output", result.output),
+        ("kind", f"{result.kind} (archive)" if result.archive else result.kind),
+        ("mode", result.mode),
+        ("size", f"{views.human_size(result.size)} ({result.size} bytes)"),
+        ("sha256", result.sha256),
+        ("label", result.label),
+        ("wall time", f"{result.seconds:.1f} s"),
+    ]
+    entries = [(e.title, e.kernel, e.cmdline_text) for e in result.entries]
+    steps = [
+        (
+            s.kind,
+            s.product,
+            f"{s.seconds:.2f}",
+            "" if s.size is None else views.human_size(s.size),
+            (s.compression or "") + (f" -{s.level}" if s.level is not None else ""),
+            s.tool or "",
+            "reused" if s.cached else "built",
+        )
+        for s in result.steps
+    ]
+    headers = ("step", "product", "seconds", "size", "compression", "tool", "")
+    return views.html_block(
+        _result_line(result),
+        views.html_kv(facts),
+        views.html_table(("entry", "kernel", "kernel command line"), entries, caption="boot entries"),
+        views.html_table(headers, steps, caption="steps"),
+        views.html_bars([(f"{s.kind} {s.product}", s.seconds) for s in result.steps], unit="s"),
+    )

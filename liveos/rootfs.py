@@ -72,6 +72,7 @@ class RootFs:
         return resolve_in_root(self.root, path, follow_last=follow_last)
 
     def exists(self, path: str | PurePosixPath) -> bool:
+        """Whether ``path`` exists in the OS tree (a symlink must resolve inside it)."""
         return os.path.lexists(self.path(path, follow_last=False)) and (
             not self.is_symlink(path) or self.path(path).exists()
         )
@@ -85,6 +86,7 @@ class RootFs:
         return self.path(path).is_dir()
 
     def is_symlink(self, path: str | PurePosixPath) -> bool:
+        """Whether ``path`` itself is a symbolic link."""
         return self.path(path, follow_last=False).is_symlink()
 
     def read_bytes(self, path: str | PurePosixPath, *, limit: int = READ_LIMIT) -> bytes:

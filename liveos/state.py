@@ -65,6 +65,7 @@ class SourceDigest:
 
     @classmethod
     def of_file(cls, path: Path) -> SourceDigest:
+        """Fingerprint a source file by its size and its first and last bytes (fast on huge images)."""
         size = path.stat().st_size
         digest = hashlib.sha256(str(size).encode() + b"\0")
         with path.open("rb") as f:
@@ -94,6 +95,7 @@ class MediaState:
         return self.live_args + self.user_args
 
     def render(self) -> str:
+        """The state as JSON text (what ``/liveos/state.json`` holds)."""
         doc = {
             "schema": self.schema,
             "liveos_version": self.liveos_version,

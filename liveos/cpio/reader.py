@@ -282,10 +282,12 @@ class CpioMember:
 
     @property
     def name(self) -> str:
+        """The member's path inside the archive."""
         return self.entry.name
 
     @property
     def size(self) -> int:
+        """The member's data size in bytes."""
         return self.entry.filesize
 
     def read(self) -> bytes:

@@ -31,13 +31,18 @@ ZSTD_SMALL_WINDOW_MAX_LEVEL = 6
 
 # ---------------------------------------------------------------------------------------------
 class Sink(Protocol):
+    """Where the CPIO writer puts archive bytes; ``bytes_out`` counts what reached the output."""
+
     bytes_out: int
 
-    def write(self, data: memoryview) -> None: ...
+    def write(self, data: memoryview) -> None:
+        """Append ``data`` to the output."""
 
-    def copy_from(self, fd: int, size: int) -> int: ...
+    def copy_from(self, fd: int, size: int) -> int:
+        """Copy ``size`` bytes of ``fd`` in the kernel; returns the bytes copied (0: use write)."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Flush what is buffered (a compressor's tail); the output itself stays open."""
 
 
 class FdSink:
@@ -50,6 +55,7 @@ class FdSink:
         self._use_sendfile = True
 
     def write(self, data: memoryview) -> None:
+        """Write all of ``data`` to the descriptor."""
         while data:
             n = os.write(self.fd, data)
             data = data[n:]
@@ -84,6 +90,7 @@ class FdSink:
         return done
 
     def close(self) -> None:
+        """Nothing is buffered; the descriptor belongs to the caller."""
         pass
 
 
@@ -99,14 +106,17 @@ class CompressorSink:
         self.bytes_out = 0
 
     def write(self, data: memoryview) -> None:
+        """Compress ``data`` and pass what the compressor emits on."""
         chunk = self._compress(data)
         if chunk:
             self._out.write(memoryview(chunk))
 
     def copy_from(self, fd: int, size: int) -> int:
+        """Never: every byte must pass through the compressor (returns 0)."""
         return 0
 
     def close(self) -> None:
+        """End the compressed stream (its tail goes to the output)."""
         tail = self._flush()
         if tail:
             self._out.write(memoryview(tail))
@@ -121,13 +131,16 @@ class FileObjSink:
         self.bytes_out = 0
 
     def write(self, data: memoryview) -> None:
+        """Write ``data`` to the file object."""
         self.fp.write(data)
         self.bytes_out += len(data)
 
     def copy_from(self, fd: int, size: int) -> int:
+        """Never: a file object has no descriptor to copy into (returns 0)."""
         return 0
 
     def close(self) -> None:
+        """Flush the file object (it stays open)."""
         self.fp.flush()
 
 

@@ -14,6 +14,10 @@ names relative (no ``/`` or ``./`` prefix, the root is ``.``), parents before ch
 numbers renumbered from 1, hard links stored once: every link gets the same inode, earlier links
 have size 0 and the data travels with the last one; ``TRAILER!!!``; 4-byte alignment; the
 stream is padded to 512 bytes.
+
+Progress: :func:`write_newc` reports the bytes it has written (after compression) to the
+current step (:mod:`liveos.progress`), whose total the caller may have set to the expected
+size; each full buffer or big file reports once (a cheap call when nobody listens).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import fnmatch
 import logging
 import os
 import stat
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -30,6 +34,7 @@ from typing import BinaryIO
 from liveos.cpio.format import HEADER_FMT, HEADER_SIZE, MAX_FILE_SIZE, TRAILER, U32, CpioEntry, pad4
 from liveos.cpio.sinks import Sink, compressor_sink, output_fd
 from liveos.errors import ImageError, UsageError
+from liveos.progress import Unit, current
 from liveos.reproducible import source_date_epoch as env_source_date_epoch
 from liveos.settings import Compression
 
@@ -100,8 +105,16 @@ def _normalize_name(name: str, *, what: str) -> str:
 class _NewcWriter:
     """Formats entries into a buffer and pushes full buffers (or kernel copies) to a sink."""
 
-    def __init__(self, sink: Sink, *, sde: int | None, owner: tuple[int, int] | None) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        sde: int | None,
+        owner: tuple[int, int] | None,
+        written: Callable[[], None] | None = None,
+    ) -> None:
         self.sink = sink
+        self.written = written  #: called after data went to the sink (progress)
         self.sde = sde
         self.owner = owner
         self.buf = bytearray(_BUF_SIZE)
@@ -121,6 +134,8 @@ class _NewcWriter:
         if self.pos:
             self.sink.write(self.mv[: self.pos])
             self.pos = 0
+            if self.written is not None:
+                self.written()
 
     def put(self, data: bytes) -> None:
         n = len(data)
@@ -307,6 +322,8 @@ class _NewcWriter:
                     done += got
                 if done != size:
                     raise _changed(rel, size, done)
+                if self.written is not None:
+                    self.written()
         finally:
             os.close(fd)
         self.offset += size
@@ -453,7 +470,7 @@ def write_newc(
     entry. ``source_date_epoch`` (default: ``$SOURCE_DATE_EPOCH``) clamps mtimes, making the
     output bit-identical run to run. ``threads``: zstd workers (default: all CPUs).
     A Path is written atomically (no partial file on error); a file object is written from its
-    current position on.
+    current position on. The bytes written so far go to the current step's progress.
     """
     root = Path(root)
     if not root.is_dir():
@@ -468,7 +485,13 @@ def write_newc(
     try:
         with output_fd(out) as (raw, bytes_out):
             sink = compressor_sink(compression, level, threads, raw)
-            w = _NewcWriter(sink, sde=sde, owner=owner)
+            step = current()
+            w = _NewcWriter(
+                sink,
+                sde=sde,
+                owner=owner,
+                written=(lambda: step.advance(bytes_out(), unit=Unit.BYTES)) if step.active else None,
+            )
             w.root_fd = root_fd
             if include_root:
                 w.directory(b".", os.stat(root_fd))
@@ -476,6 +499,8 @@ def write_newc(
             w.finish_hardlinks()
             w.trailer()
             sink.close()
+            if w.written is not None:
+                w.written()
             stats = CpioStats(
                 entries=w.entries - 1,
                 bytes_in=w.bytes_in,

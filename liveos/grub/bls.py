@@ -34,6 +34,8 @@ _KEY = re.compile(r"[ \t\r]*([^ \t\r]+)[ \t\r]*")
 
 @dataclass(frozen=True)
 class BlsLine:
+    """One ``key value`` line of a BLS entry, with the offsets an edit splices at."""
+
     key: str
     value: str
     start: int  #: offset of the line
@@ -96,30 +98,37 @@ class BlsEntry(KernelArgEditor):
         return self._lines
 
     def values(self, key: str) -> list[str]:
+        """Every value of ``key``, in file order (keys like ``initrd`` may repeat)."""
         return [line.value for line in self.lines if line.key == key]
 
     def get(self, key: str) -> str | None:
+        """The first value of ``key``; None if the entry has none."""
         values = self.values(key)
         return values[0] if values else None
 
     @property
     def title(self) -> str:
+        """The menu title (falling back to the version, then the file name)."""
         return self.get("title") or self.version or (Path(self.path).stem if self.path else "Linux")
 
     @property
     def version(self) -> str:
+        """The ``version`` key (the kernel version on most distributions), or ``""``."""
         return self.get("version") or ""
 
     @property
     def linux(self) -> str:
+        """The kernel's path (the ``linux`` key)."""
         return self.values("linux")[0]
 
     @property
     def initrds(self) -> list[str]:
+        """Every initrd path, in load order."""
         return [path for value in self.values("initrd") for path in value.split()]
 
     @property
     def is_rescue(self) -> bool:
+        """Whether this is a rescue entry (by its title, version or file name)."""
         name = Path(self.path).name if self.path else ""
         return "rescue" in self.title.lower() or "rescue" in self.version or "rescue" in name
 
@@ -152,6 +161,7 @@ class BlsEntry(KernelArgEditor):
 
     @property
     def options(self) -> KernelArgs:
+        """The kernel arguments of the ``options`` line (empty when there is none)."""
         site = self._options_site()
         return site.args if site else KernelArgs()
 

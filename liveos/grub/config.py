@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Self
 
-from liveos.errors import ImageError
+from liveos import views
+from liveos.errors import ImageError, LiveOSError
 from liveos.grub.kernelargs import MAX_KERNEL_ARGS, KernelArgs
 from liveos.grub.lexer import Part, PartKind, Token, TokenKind, gc_paused, quote, shown, tokenize
 from liveos.grub.parser import (
@@ -127,16 +128,20 @@ class GrubConfig(KernelArgEditor):
 
     # ------------------------------------------------------------------ queries
     def find(self, names: Iterable[str]) -> list[Command]:
+        """Every command named one of ``names``, in file order (menu entries included)."""
         wanted = frozenset(names)
         return [c for c in self.commands if c.name in wanted]
 
     def linux_commands(self) -> list[Command]:
+        """The ``linux``/``linuxefi`` lines: where kernel arguments are edited."""
         return self.find(LINUX_COMMANDS)
 
     def initrd_commands(self) -> list[Command]:
+        """The ``initrd``/``initrdefi`` lines: the initrds the media must hold."""
         return self.find(INITRD_COMMANDS)
 
     def search_commands(self) -> list[Command]:
+        """The ``search`` lines: how grub finds the media (by label on liveos media)."""
         return self.find(SEARCH_COMMANDS)
 
     def has_blscfg(self) -> bool:
@@ -380,6 +385,70 @@ class GrubConfig(KernelArgEditor):
             if self._text[first.start : first.end] != first.text:
                 return None
         return Splice(insert_at, insert_at, quote(prefix))
+
+    # ------------------------------------------------------------------ rich views (notebooks, IPython)
+    def __repr__(self) -> str:
+        return views.safe_text(lambda: _config_line(self), f"<GrubConfig {self.path or ''}>")
+
+    def _repr_html_(self) -> str:
+        return views.safe_html(lambda: _config_html(self), "GrubConfig")
+
+    def _repr_pretty_(self, p: views.PrettyPrinter, cycle: bool) -> None:
+        views.pretty_text(p, cycle, lambda: _config_text(self), short="<GrubConfig>")
+
+
+#: Most menu entries and kernel lines a view lists (a hostile config may hold thousands).
+MAX_SHOWN = 100
+
+
+def _config_line(config: GrubConfig) -> str:
+    bls = ", BLS (blscfg)" if config.has_blscfg() else ""
+    where = f" {config.path}" if config.path else ""
+    return (
+        f"<GrubConfig{where}: {len(config.menu_entries)} menu entries, "
+        f"{len(config.linux_commands())} kernel lines{bls}>"
+    )
+
+
+def _menu_rows(config: GrubConfig) -> list[tuple[str, str]]:
+    entries = sorted(config.menu_entries, key=lambda e: e.start)[:MAX_SHOWN]  # file order, not closing order
+    return [(e.kind, " > ".join(e.path)) for e in entries]
+
+
+def _kernel_rows(config: GrubConfig) -> list[tuple[str, str, str, str]]:
+    return [
+        (" > ".join(k.menu) or "(top level)", k.kernel, " ".join(k.initrds), k.args.render())
+        for k in config.kernel_lines()[:MAX_SHOWN]
+    ]
+
+
+def _config_text(config: GrubConfig) -> str:
+    lines = [_config_line(config)]
+    lines += [f"  {kind} {title}" for kind, title in _menu_rows(config)]
+    lines.append("kernel lines:")
+    lines += [f"  {menu}: linux {kernel} {args}".rstrip() for menu, kernel, _, args in _kernel_rows(config)]
+    return "\n".join(lines)
+
+
+def _config_html(config: GrubConfig) -> str:
+    facts: list[tuple[str, object]] = [("path", config.path or "(text)"), ("BLS", config.has_blscfg())]
+    label = config.known_label()
+    if label is not None:
+        facts.append(("search label", label))
+    try:
+        kernels = views.html_table(
+            ("menu entry", "kernel", "initrds", "kernel command line"),
+            _kernel_rows(config),
+            caption="kernel lines",
+        )
+    except LiveOSError as error:
+        kernels = views.html_kv([("kernel lines", str(error).splitlines()[0])])
+    return views.html_block(
+        _config_line(config),
+        views.html_kv(facts),
+        views.html_table(("kind", "title"), _menu_rows(config), caption="menu entries"),
+        kernels,
+    )
 
 
 def _search_set(command: Command) -> str:

@@ -29,19 +29,24 @@ class GrubEnv:
 
     @classmethod
     def parse(cls, data: bytes, path: str | None = None) -> GrubEnv:
+        """Read a grubenv block (``path`` names it in errors)."""
         return cls(data, path)
 
     @classmethod
     def new(cls) -> GrubEnv:
+        """An empty 1024-byte block, as ``grub-editenv create`` writes."""
         return cls(GRUBENV_HEADER + b"#" * (GRUBENV_SIZE - len(GRUBENV_HEADER)))
 
     def items(self) -> list[tuple[str, str]]:
+        """Every variable and its value, in file order."""
         return list(self._vars.items())
 
     def get(self, key: str) -> str | None:
+        """The value of ``key``; None if it is not set."""
         return self._vars.get(key)
 
     def set(self, key: str, value: str) -> None:
+        """Set ``key`` (an invalid name is the image's fault: :class:`~liveos.errors.ImageError`)."""
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
             raise ImageError(f"invalid grubenv variable name {key!r}", path=self.path)
         if self._vars.get(key) != value:
@@ -50,13 +55,16 @@ class GrubEnv:
 
     @property
     def kernelopts(self) -> KernelArgs | None:
+        """The ``kernelopts`` variable (the kernel command line BLS entries expand); None if unset."""
         value = self.get("kernelopts")
         return None if value is None else KernelArgs.parse(value, ArgSyntax.KERNEL, path=self.path)
 
     def set_kernelopts(self, args: KernelArgs) -> None:
+        """Replace ``kernelopts`` with ``args``."""
         self.set("kernelopts", args.render(ArgSyntax.KERNEL))
 
     def render(self) -> bytes:
+        """The block's bytes: unchanged when nothing was set, else rewritten at its original size."""
         if not self._dirty:
             return self._raw
         body = "".join(f"{k}={_escape_env(v)}\n" for k, v in self._vars.items()).encode()

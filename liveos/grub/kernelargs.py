@@ -26,6 +26,8 @@ _SPACE = re.compile(r"\s")
 
 
 class ArgSyntax(enum.StrEnum):
+    """How a command line is quoted: in grub.cfg / BLS, or as the kernel reads it."""
+
     GRUB = "grub"  #: grub word syntax (quotes, escapes, $var)
     KERNEL = "kernel"  #: the kernel's: blanks split, double quotes group, nothing else special
 
@@ -58,6 +60,7 @@ class KernelArg:
 
     @classmethod
     def from_token(cls, token: Token, origin: int | None = None) -> KernelArg:
+        """The argument a grub word stands for (a word with ``$variables`` stays an opaque expansion)."""
         literal = token.literal
         if literal is None:
             return cls(token.source, expands=True, source=token.source, origin=origin)
@@ -82,9 +85,11 @@ class KernelArg:
 
     @property
     def is_kernelopts(self) -> bool:
+        """Whether this is the ``$kernelopts`` expansion (the grubenv command line)."""
         return self.expands and self.text in KERNELOPTS_SOURCES
 
     def render(self, syntax: ArgSyntax = ArgSyntax.GRUB) -> str:
+        """The argument as written in ``syntax`` (its original spelling when it was parsed)."""
         if self.expands:
             return self.text
         if syntax is ArgSyntax.GRUB:
@@ -141,6 +146,7 @@ class KernelArgs:
 
     @classmethod
     def from_tokens(cls, tokens: Iterable[Token], *, path: str | None = None) -> KernelArgs:
+        """The arguments of a command's words (an operator among them is an ImageError)."""
         args = []
         for i, token in enumerate(tokens):
             if token.kind is not TokenKind.WORD:
@@ -150,9 +156,11 @@ class KernelArgs:
 
     @classmethod
     def of(cls, args: Iterable[str | KernelArg]) -> KernelArgs:
+        """Arguments from strings (each one argument) or :class:`KernelArg` values."""
         return cls(tuple(_as_arg(a) for a in args))
 
     def render(self, syntax: ArgSyntax = ArgSyntax.GRUB) -> str:
+        """The command line as written in ``syntax``."""
         return " ".join(arg.render(syntax) for arg in self.args)
 
     def __str__(self) -> str:
@@ -177,6 +185,7 @@ class KernelArgs:
         return values[-1] if values else None
 
     def texts(self) -> list[str]:
+        """Every argument's text (unquoted)."""
         return [arg.text for arg in self.args]
 
     def _insert_index(self) -> int:

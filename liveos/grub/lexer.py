@@ -25,6 +25,8 @@ from liveos.errors import ImageError
 
 
 class TokenKind(enum.StrEnum):
+    """What a grub.cfg token is: a word, or one of the shell-like operators."""
+
     WORD = "word"
     NEWLINE = "newline"
     SEMI = ";"
@@ -94,6 +96,7 @@ class Part(NamedTuple):
 
     @property
     def is_var(self) -> bool:
+        """Whether this part is a ``$variable`` expansion."""
         return self.kind in _VAR_KINDS
 
 
@@ -108,6 +111,7 @@ class Token(NamedTuple):
 
     @property
     def has_vars(self) -> bool:
+        """Whether the word expands a ``$variable`` (its value is only known at boot)."""
         return any(part.kind in _VAR_KINDS for part in self.parts)
 
     @property
@@ -162,6 +166,7 @@ def shown(text: str) -> str:
 
 
 def syntax_error(text: str, offset: int, message: str, path: str | None) -> ImageError:
+    """The :class:`~liveos.errors.ImageError` for bad grub syntax at ``offset``, with line and column."""
     line, column = position(text, offset)
     where = f"{path}:{line}:{column}" if path else f"line {line}, column {column}"
     return ImageError(

@@ -32,18 +32,22 @@ class Command(NamedTuple):
 
     @property
     def name(self) -> str | None:
+        """The command's name; None when the first word is not a plain keyword."""
         return self.words[0].keyword
 
     @property
     def args(self) -> tuple[Token, ...]:
+        """The words after the command name."""
         return self.words[1:]
 
     @property
     def start(self) -> int:
+        """Offset of the command's first character in the config."""
         return self.words[0].start
 
     @property
     def end(self) -> int:
+        """Offset just past the command's last word."""
         return self.words[-1].end
 
 
@@ -63,11 +67,13 @@ class MenuEntry:
 
     @property
     def commands(self) -> tuple[Command, ...]:
+        """The commands inside this menu entry's braces."""
         first, last = self.span
         return tuple(self.all_commands[first:last])
 
     @property
     def path(self) -> tuple[str, ...]:
+        """Titles of the enclosing submenus and this entry, outermost first."""
         return (*self.parents, self.title)
 
 
@@ -290,6 +296,7 @@ UNKNOWN = "\x00"
 
 
 def expand_parts(parts: Iterable[Part], variables: Mapping[str, str]) -> str:
+    """A word's text with the known ``variables`` substituted (unknown ones stay visibly marked)."""
     return "".join(
         (variables.get(p.text, UNKNOWN + p.text + UNKNOWN) if p.is_var else p.text) for p in parts
     )

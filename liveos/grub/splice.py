@@ -33,6 +33,7 @@ class Splice:
 
 
 def apply_splices(text: str, splices: Iterable[Splice]) -> str:
+    """``text`` with every splice applied at once (overlapping splices are a bug: InternalError)."""
     ordered = sorted(splices, key=lambda s: (s.start, s.end))
     out: list[str] = []
     cursor = 0
@@ -57,9 +58,11 @@ class ArgSite:
 
     @property
     def args(self) -> KernelArgs:
+        """The arguments as they are now."""
         return KernelArgs.from_tokens(self.words)
 
     def diff(self, target: KernelArgs) -> list[Splice]:
+        """The splices that turn these arguments into ``target``, leaving kept arguments' text untouched."""
         kept = [arg.origin for arg in target if arg.origin is not None]
         if any(a >= b for a, b in itertools.pairwise(kept)):
             raise InternalError("a kernel argument edit reordered existing arguments")

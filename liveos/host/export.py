@@ -85,6 +85,7 @@ class FuseExport:
 
     @property
     def pids(self) -> tuple[int, ...]:
+        """Process ids of the FUSE daemons serving the export."""
         return tuple(proc.pid for proc, _ in self._daemons)
 
     def trouble(self) -> str | None:

@@ -14,11 +14,13 @@ import shutil
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
+from liveos import views
 from liveos.atomic import mounts_below, scratch_dir
 from liveos.errors import UsageError
 from liveos.image.changes import Change
 from liveos.image.formats import DiskFormat
 from liveos.image.layers import Layer, effective_changes, scan
+from liveos.image.summary import ImageSummary, summarize
 from liveos.rootfs import RootFs
 from liveos.settings import Arch
 from liveos.state import MediaState
@@ -39,7 +41,7 @@ class SourceImage:
         self.scratch = scratch
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.path)!r}, format={self.format}, root={str(self.root)!r})"
+        return views.safe_text(lambda: self.summary().line(), f"<{type(self).__name__} {self.path}>")
 
     @cached_property
     def rootfs(self) -> RootFs:
@@ -76,6 +78,20 @@ class SourceImage:
     def arch(self) -> Arch:
         """UEFI architecture of the image, from its own binaries (never the host's)."""
         raise NotImplementedError
+
+    # -- rich views (notebooks, IPython) ----------------------------------------------------
+    def summary(self) -> ImageSummary:
+        """What the image is, read cheaply (see :mod:`liveos.image.summary`); never raises for
+        an unreadable fact, which is listed in ``problems`` instead."""
+        return summarize(
+            self.rootfs, kind=type(self).__name__, path=self.path, format=self.format, arch=lambda: self.arch
+        )
+
+    def _repr_html_(self) -> str:
+        return views.safe_html(lambda: self.summary().html(), type(self).__name__)
+
+    def _repr_pretty_(self, p: views.PrettyPrinter, cycle: bool) -> None:
+        views.pretty_text(p, cycle, lambda: self.summary().describe(), short=f"<{type(self).__name__}>")
 
 
 def _remove_scratch(scratch: Path) -> None:

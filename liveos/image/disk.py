@@ -40,6 +40,7 @@ from liveos.image.fstab import (
 )
 from liveos.image.layers import Layer
 from liveos.image.partitions import Partition, PartitionTable, read_partition_table
+from liveos.image.summary import ImageSummary, MountRow, PartitionRow, partition_type, summarize
 from liveos.pe import elf_arch, pe_arch
 from liveos.rootfs import CONFIG_LIMIT, RootFs
 from liveos.settings import Arch
@@ -194,6 +195,42 @@ class DiskImage(SourceImage):
                 root=opener.root,
                 scratch=scratch,
             )
+
+    # -- rich views -------------------------------------------------------------------------
+    def summary(self) -> ImageSummary:
+        """What the image is (:class:`~liveos.image.summary.ImageSummary`): the base facts plus
+        the partitions, filesystems and mounts recorded when it was opened."""
+        return summarize(
+            self.rootfs,
+            kind=type(self).__name__,
+            path=self.path,
+            format=self.format,
+            arch=lambda: self.arch,
+            table=self.table.kind.value,
+            disk_id=self.table.disk_id,
+            partitions=self._partition_rows(),
+            mounts=self._mount_rows(),
+        )
+
+    def _mount_rows(self) -> list[MountRow]:
+        rows = []
+        for m in self.mounts:
+            subvol = f" subvolume {m.subvol}" if m.subvol else ""
+            rows.append(MountRow(str(m.mountpoint), m.fstype, f"partition {m.partition.number}{subvol}"))
+        return rows
+
+    def _partition_rows(self) -> list[PartitionRow]:
+        """One row per partition: its type, its filesystem and where the tree mounts it."""
+        rows = []
+        for fs in self.filesystems:
+            p = fs.partition
+            where = [str(m.mountpoint) for m in self.mounts if m.partition.number == p.number]
+            if self.esp is not None and self.esp.partition.number == p.number and not where:
+                where = ["(ESP, extracted)"]
+            kind = partition_type(p.type_guid, p.type_byte, esp=p.is_esp)
+            row = (p.partlabel or "", fs.fstype or "", fs.label or "", tuple(where))
+            rows.append(PartitionRow(p.number, p.start, p.size, kind, *row))
+        return rows
 
 
 class _Opener:

@@ -20,6 +20,8 @@ MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}
 
 
 class FatType(enum.StrEnum):
+    """The FAT variant of a filesystem (decided by its cluster count)."""
+
     FAT12 = "fat12"
     FAT16 = "fat16"
     FAT32 = "fat32"

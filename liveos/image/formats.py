@@ -95,6 +95,7 @@ class VhdFooter:
 
     @property
     def geometry_size(self) -> int:
+        """The disk size the footer's CHS geometry gives (some VHD creators size the disk by it)."""
         return self.cylinders * self.heads * self.sectors * 512
 
     @property

@@ -122,6 +122,7 @@ class FstabEntry:
 
     @property
     def kind(self) -> SpecKind:
+        """How the entry names its device (UUID=, LABEL=, a /dev/disk/by-* path, a device path...)."""
         prefix, sep, _ = self.spec.partition("=")
         if sep and prefix.upper() in SpecKind.__members__:
             return SpecKind[prefix.upper()]
@@ -192,6 +193,7 @@ class Filesystem:
     label: str | None = None
 
     def matches(self, entry: FstabEntry) -> bool:
+        """Whether ``entry``'s device spec names this filesystem."""
         kind, value = entry.kind, entry.value
         p = self.partition
         if kind is SpecKind.UUID:

@@ -38,6 +38,7 @@ from liveos.image.base import SourceImage, image_scratch
 from liveos.image.formats import DiskFormat
 from liveos.image.isofs import EntryKind, IsoReader
 from liveos.image.layers import Layer
+from liveos.image.summary import ImageSummary, MountRow, summarize
 from liveos.layout import (
     CONSOLE_PATH,
     EFI_BOOT_DIR,
@@ -76,9 +77,6 @@ class LiveIsoImage(SourceImage):
     @property
     def layers(self) -> tuple[Layer, ...]:
         return self._layers
-
-    def __repr__(self) -> str:
-        return f"LiveIsoImage({str(self.path)!r}, mode={self._state.mode}, root={str(self.root)!r})"
 
     @property
     def state(self) -> MediaState:
@@ -121,6 +119,28 @@ class LiveIsoImage(SourceImage):
             log.info("re-opened %s media %s (label %s)", state.mode, path, state.label)
             layers = (Layer(PurePosixPath("/"), scratch / "upper", tuple(lowers)),)
             yield cls(path=path, root=root, scratch=scratch, state=state, layers=layers)
+
+    # -- rich views -------------------------------------------------------------------------
+    def summary(self) -> ImageSummary:
+        """What the media are (:class:`~liveos.image.summary.ImageSummary`): the OS tree's facts
+        plus what the build that wrote them applied (from the state file)."""
+        state = self._state
+        media = [
+            ("mode", str(state.mode)),
+            ("label", state.label),
+            ("built by", f"liveos {state.liveos_version}"),
+            ("kernel args added", " ".join(state.added_args) or "none"),
+        ]
+        lower = f"squashfs {SQUASHFS_PATH}" if state.mode is InitramfsMode.BOOTSTRAP else "full-os CPIO"
+        return summarize(
+            self.rootfs,
+            kind=type(self).__name__,
+            path=self.path,
+            format=self.format,
+            arch=lambda: self.arch,
+            mounts=[MountRow("/", "overlay", f"boot files + {lower}")],
+            media=media,
+        )
 
 
 def read_media_state(reader: IsoReader) -> MediaState:

@@ -39,6 +39,8 @@ MAX_ENTRY_SIZE = 4096
 
 
 class TableKind(enum.StrEnum):
+    """The partition table scheme of a disk."""
+
     GPT = "gpt"
     MBR = "mbr"
 
@@ -58,17 +60,21 @@ class Partition:
 
     @property
     def end(self) -> int:
+        """Byte offset just past the partition."""
         return self.start + self.size
 
 
 @dataclass(frozen=True)
 class PartitionTable:
+    """A disk's partition table: its kind, disk id, sector size and partitions."""
+
     kind: TableKind
     disk_id: str  #: GPT disk GUID or MBR disk signature (8 hex digits)
     sector_size: int
     partitions: tuple[Partition, ...]
 
     def by_number(self, number: int) -> Partition:
+        """The partition with this number (KeyError if there is none)."""
         for p in self.partitions:
             if p.number == number:
                 return p

@@ -65,6 +65,7 @@ class MbrPartition:
     bootable: bool = False
 
     def pack(self) -> bytes:
+        """The 16-byte MBR partition entry."""
         chs = b"\xfe\xff\xff"
         return struct.pack(
             _MBR_ENTRY_FMT, 0x80 if self.bootable else 0, chs, self.type, chs, self.first_lba, self.sectors
@@ -72,6 +73,7 @@ class MbrPartition:
 
     @classmethod
     def parse(cls, data: bytes) -> MbrPartition:
+        """Read a 16-byte MBR partition entry."""
         status, _, ptype, _, first, count = struct.unpack(_MBR_ENTRY_FMT, data)
         return cls(ptype, first, count, status == 0x80)
 
@@ -88,6 +90,7 @@ class GptPartition:
     attributes: int = 0
 
     def pack(self) -> bytes:
+        """The 128-byte GPT partition entry."""
         name = self.name.encode("utf-16-le")[:72]
         return struct.pack(
             _ENTRY_FMT, self.type_guid.bytes_le, self.guid.bytes_le, self.first_lba, self.last_lba,
@@ -96,6 +99,7 @@ class GptPartition:
 
     @classmethod
     def parse(cls, data: bytes) -> GptPartition:
+        """Read a 128-byte GPT partition entry."""
         ptype, guid, first, last, attrs, name = struct.unpack(_ENTRY_FMT, data)
         return cls(
             uuid.UUID(bytes_le=ptype), uuid.UUID(bytes_le=guid), first, last,
@@ -118,6 +122,8 @@ class GptHeader:
     entry_size: int = _ENTRY_SIZE
 
     def pack(self) -> bytes:
+        """The 92-byte GPT header with its CRC filled in."""
+
         def raw(crc: int) -> bytes:
             return struct.pack(
                 _HEADER_FMT, b"EFI PART", 0x00010000, _HEADER_SIZE, crc, 0, self.current_lba,
@@ -129,6 +135,7 @@ class GptHeader:
 
     @classmethod
     def parse(cls, sector: bytes) -> GptHeader:
+        """Read a GPT header sector, checking its signature, size and CRC (ImageError otherwise)."""
         fields = struct.unpack(_HEADER_FMT, sector[:_HEADER_SIZE])
         sig, rev, hsize, crc, _, cur, backup, first, last, guid, elba, count, esize, ecrc = fields
         if sig != b"EFI PART" or hsize != _HEADER_SIZE:

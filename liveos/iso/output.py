@@ -22,9 +22,10 @@ from liveos.iso.writer import IsoWriter, WrittenIso
 from liveos.layout import DISK_INFO_PATH, EFI_BOOT_DIR, EFIBOOT_PATH
 from liveos.media.grubedit import grub_redirector
 from liveos.media.plan import MediaPlan, plan_media
-from liveos.media.stage import Products, build_os_products, check_tools, content, resolve
+from liveos.media.stage import Products, build_os_products, check_tools, content, resolve, timed_step
 from liveos.plan import BuildPlan, Origin, PlannedFile, PlannedStep, StepKind
-from liveos.result import BuildResult, StepClock, file_sha256
+from liveos.progress import Progress, ProgressCallback
+from liveos.result import BuildResult, StepClock
 from liveos.rootfs import RootFs
 from liveos.settings import LiveSettings, OutputKind
 
@@ -119,19 +120,25 @@ def estimated_iso_size(plan: BuildPlan) -> int:
 
 
 def write_iso_file(
-    plan: BuildPlan, products: Products, scratch: Path, out: Path, clock: StepClock
+    plan: BuildPlan,
+    products: Products,
+    scratch: Path,
+    out: Path,
+    clock: StepClock,
+    progress: Progress | None = None,
 ) -> WrittenIso:
     """Run the ISO's own steps (El Torito image, ISO) of ``plan``; the OS products exist already."""
+    progress = progress or Progress()
     efi_files = {
         str(f.path.relative_to("/")): content(f, products)
         for f in plan.files
         if f.path.parent == EFI_BOOT_DIR
     }
-    with clock.step(StepKind.EFIBOOT, EFIBOOT_PRODUCT) as record:
+    with timed_step(clock, progress, StepKind.EFIBOOT, EFIBOOT_PRODUCT) as record:
         efiboot = build_efiboot(efi_files, scratch / EFIBOOT_PRODUCT, arch=plan.arch)
         record.size, record.tool = efiboot.stat().st_size, "mkfs.vfat + mtools"
     products = {**products, EFIBOOT_PRODUCT: efiboot}
-    with clock.step(StepKind.ISO, ISO_PRODUCT) as record:
+    with timed_step(clock, progress, StepKind.ISO, ISO_PRODUCT) as record:
         writer = IsoWriter(plan.label, arch=plan.arch)
         for media_path, source in resolve(plan.files, products):
             if isinstance(source, bytes):
@@ -145,27 +152,33 @@ def write_iso_file(
 
 
 def build_iso(
-    plan: BuildPlan, rootfs: RootFs, out: Path, *, cache: ArtifactCache | None = None
+    plan: BuildPlan,
+    rootfs: RootFs,
+    out: Path,
+    *,
+    cache: ArtifactCache | None = None,
+    progress: ProgressCallback | None = None,
 ) -> BuildResult:
     """Execute an ISO plan: the OS steps, the El Torito image, the ISO at ``out`` (atomically).
-    ``cache``: where the plan's cached products are, and where built ones are kept."""
+    ``cache``: where the plan's cached products are, and where built ones are kept; ``progress``:
+    what every step reports to (:mod:`liveos.progress`)."""
     out = check_output_file(out)
     check_tools(plan)
-    clock = StepClock()
+    clock, reporting = StepClock(), Progress(progress)
     with scratch_dir(out.parent, "liveos-media-") as scratch:
-        products = build_os_products(plan, rootfs, scratch, clock, cache)
-        written = write_iso_file(plan, products, scratch, out, clock)
+        products = build_os_products(plan, rootfs, scratch, clock, cache, reporting)
+        written = write_iso_file(plan, products, scratch, out, clock, reporting)
     log.info("live ISO written: %s (label %s)", out, plan.label)
     return BuildResult(
         output=out,
         kind=OutputKind.ISO,
         archive=False,
         size=written.size,
-        sha256=file_sha256(out),
+        sha256=written.sha256,
         label=plan.label,
         mode=plan.mode,
         entries=plan.entries,
-        steps=tuple(clock.steps),
+        steps=clock.ordered([s.product for s in plan.steps]),
         seconds=clock.elapsed(),
         plan=plan,
     )

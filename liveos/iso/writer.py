@@ -18,6 +18,9 @@ descriptors.
 Reproducible output: with ``SOURCE_DATE_EPOCH`` set, every timestamp pycdlib writes (volume
 descriptors, directory records, Rock Ridge TF) is that epoch in UTC. pycdlib has no option for
 it, so its module-level clock is swapped during :meth:`write` (see :func:`_frozen_clock`).
+
+Progress: pycdlib's ``progress_cb`` (bytes written of the ISO's size) goes to the current step
+(:mod:`liveos.progress`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import sys
 import time
 import types
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from time import struct_time
@@ -44,7 +48,9 @@ import pycdlib
 from liveos.atomic import atomic_output
 from liveos.errors import HostError, ImageError, InternalError, UsageError
 from liveos.iso.hybrid import Extent, PartitionScheme, make_hybrid
+from liveos.progress import Unit, current
 from liveos.reproducible import source_date_epoch
+from liveos.result import fd_sha256
 from liveos.settings import Arch, validate_label
 
 log = logging.getLogger("liveos.iso")
@@ -88,6 +94,7 @@ class WrittenIso:
     label: str
     efi_image_offset: int | None
     efi_image_size: int | None
+    sha256: str  #: of the whole file, hashed while the atomic output was synced
 
 
 class IsoWriter:
@@ -162,7 +169,11 @@ class IsoWriter:
         if hybrid and self._efi_image is None:
             raise UsageError("a hybrid ISO needs an EFI boot image", hint="call set_efi_boot() first")
         epoch = source_date_epoch()
-        with contextlib.ExitStack() as stack:
+        # The hashing thread outlives the stack: the digest is taken while the output is synced.
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="liveos-sha256") as hashing,
+            contextlib.ExitStack() as stack,
+        ):
             if epoch is not None:
                 stack.enter_context(_frozen_clock(epoch))
             iso = pycdlib.PyCdlib()
@@ -180,8 +191,13 @@ class IsoWriter:
             if efi_iso_path is not None:
                 self._add_eltorito(iso, efi_iso_path)
             fp = stack.enter_context(atomic_output(out))
+            step = current()
+
+            def written(done: int, total: int, opaque: object) -> None:
+                step.advance(done, total, Unit.BYTES)
+
             try:
-                iso.write_fp(fp, blocksize=_WRITE_BLOCKSIZE)
+                iso.write_fp(fp, blocksize=_WRITE_BLOCKSIZE, progress_cb=written if step.active else None)
             except pycdlib.pycdlibexception.PyCdlibException as exc:
                 raise ImageError(f"writing the ISO failed: {exc}", path=out) from exc
             except OSError as exc:
@@ -197,12 +213,15 @@ class IsoWriter:
             size = iso_size
             if hybrid and extent is not None:
                 size = make_hybrid(fp, iso_size=iso_size, esp=extent, scheme=scheme)
+            fp.flush()
+            digest = hashing.submit(_sha256_of_copy, os.dup(fp.fileno()))
         return WrittenIso(
             Path(out),
             size,
             self.label,
             None if extent is None else extent.offset,
             None if extent is None else extent.size,
+            digest.result(),
         )
 
     # -- internals ------------------------------------------------------------------------
@@ -435,3 +454,11 @@ def _frozen_clock(epoch: int) -> Iterator[None]:
     finally:
         for module in patched:
             module.time = time  # type: ignore[attr-defined]
+
+
+def _sha256_of_copy(fd: int) -> str:
+    """SHA-256 through ``fd`` (a dup the caller gave away: closed here)."""
+    try:
+        return fd_sha256(fd)
+    finally:
+        os.close(fd)

@@ -3,11 +3,15 @@
 The steps that read the OS tree run here (dracut per kernel, mksquashfs, the full-os CPIO);
 the outputs run their own (the El Torito image, the ISO, the PXE tree). Every product lands in
 the build's scratch directory; :func:`resolve` maps each planned file to a host file or bytes.
+Every step is timed and reported (:func:`timed_step`): its tools report their progress to the
+step running in their thread (:func:`liveos.progress.current`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from pathlib import Path, PurePosixPath
 
@@ -19,6 +23,7 @@ from liveos.initramfs.fullos import append_update
 from liveos.layout import ROOT_IMAGE_EXCLUDED
 from liveos.media.reuse import fetch, store, store_initrd
 from liveos.plan import BuildPlan, Origin, PlannedFile, PlannedStep, Reuse, StepCache, StepKind
+from liveos.progress import Progress, Unit, current
 from liveos.result import StepClock, StepRecord
 from liveos.rootfs import RootFs
 from liveos.run import kill_running, which
@@ -43,24 +48,41 @@ def check_tools(plan: BuildPlan) -> None:
             which(tool)
 
 
+@contextlib.contextmanager
+def timed_step(clock: StepClock, progress: Progress, kind: StepKind, product: str) -> Iterator[StepRecord]:
+    """Time one step (``clock``) and report it (``progress``: STARTED, then FINISHED -- ``reused``
+    when the step marked its record ``cached`` -- or FAILED)."""
+    with clock.step(kind, product) as record, progress.step(kind, product) as reporter:
+        yield record
+        reporter.reused = record.cached
+
+
 #: The steps that read the OS tree; they do not depend on each other and run side by side.
 OS_STEPS = (StepKind.DRACUT, StepKind.SQUASHFS, StepKind.CPIO)
 
 
 def build_os_products(
-    plan: BuildPlan, rootfs: RootFs, scratch: Path, clock: StepClock, cache: ArtifactCache | None = None
+    plan: BuildPlan,
+    rootfs: RootFs,
+    scratch: Path,
+    clock: StepClock,
+    cache: ArtifactCache | None = None,
+    progress: Progress | None = None,
 ) -> Products:
     """Run the plan's dracut, squashfs and CPIO steps -- concurrently: the initrd and the root image
     do not depend on each other, so their wall times overlap on a multi-core machine. If one
     fails (or the build is interrupted), the tools of the others are killed at once and the
     first error propagates. A step the plan serves from ``cache`` takes its product from there
     (building it after all if it was evicted meanwhile); a built product is stored there.
-    Returns where each product was written."""
+    Each step reports to ``progress`` (from its own thread). Returns where each product was written."""
+    progress = progress or Progress()
     steps = [step for step in plan.steps if step.kind in OS_STEPS]
     if len(steps) <= 1:
-        return {step.product: _build(step, plan, rootfs, scratch, clock, cache) for step in steps}
+        return {step.product: _build(step, plan, rootfs, scratch, clock, cache, progress) for step in steps}
     with ThreadPoolExecutor(max_workers=len(steps), thread_name_prefix="liveos-step") as pool:
-        futures = {pool.submit(_build, step, plan, rootfs, scratch, clock, cache): step for step in steps}
+        futures = {
+            pool.submit(_build, step, plan, rootfs, scratch, clock, cache, progress): step for step in steps
+        }
         try:
             for future in as_completed(futures):
                 future.result()
@@ -80,10 +102,11 @@ def _build(
     scratch: Path,
     clock: StepClock,
     cache: ArtifactCache | None,
+    progress: Progress,
 ) -> Path:
     """Produce one OS step's product at ``scratch / step.product``, timed by ``clock``."""
     out = scratch / step.product
-    with clock.step(step.kind, step.product) as record:
+    with timed_step(clock, progress, step.kind, step.product) as record:
         if _reuse(step, rootfs, out, record, cache, plan):
             return out
         _run(step, plan, rootfs, out, record)
@@ -105,6 +128,7 @@ def _run(step: PlannedStep, plan: BuildPlan, rootfs: RootFs, out: Path, record: 
         record.compression, record.level = MKSQUASHFS_COMPRESSION[settings.preset]
     elif step.kind is StepKind.CPIO:
         compression, level = settings.cpio_compression, settings.level
+        current().expect(planned_size(plan, step.product), Unit.BYTES)  # the writer counts its output
         _record(record, Initramfs.full_os(rootfs, out, compression=compression, level=level))
     else:
         raise InternalError(f"{step.kind} is not an OS step")
@@ -138,6 +162,12 @@ def _reuse(
         record.tool += f" + update of {len(using.delta)} path(s)"
     record.size = out.stat().st_size
     return True
+
+
+def planned_size(plan: BuildPlan, product: str) -> int | None:
+    """The (estimated) bytes of ``product`` on the media, or None if the plan has no size for it."""
+    sizes = [f.size for f in plan.files if f.origin is Origin.BUILT and f.source == product]
+    return sizes[0] if sizes and sizes[0] is not None else None
 
 
 def _store(cache: ArtifactCache, using: StepCache, step: PlannedStep, out: Path, record: StepRecord) -> None:

@@ -66,6 +66,7 @@ class PxeBundle:
 
     # -- listing ------------------------------------------------------------------------------
     def directories(self) -> list[PurePosixPath]:
+        """Every directory the files need, parents first."""
         dirs = {parent for path in self.files for parent in path.parents if parent != PurePosixPath(".")}
         return sorted(dirs, key=lambda p: p.parts)
 

@@ -90,6 +90,7 @@ class GrubImage:
 
     @property
     def network_capable(self) -> bool:
+        """Whether the grub image has the modules to load files over the network (efinet, tftp)."""
         return self.modules >= NETWORK_MODULES
 
     def tftp_config_dir(self) -> PurePosixPath | None:

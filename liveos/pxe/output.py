@@ -34,8 +34,9 @@ from liveos.initramfs.livenet import livenet_extra_args
 from liveos.iso.output import ISO_PRODUCT, estimated_iso_size, host_file, plan_iso, write_iso_file
 from liveos.media.grubedit import NetworkRoot, network_redirector
 from liveos.media.plan import plan_media
-from liveos.media.stage import build_os_products, check_tools, resolve
+from liveos.media.stage import build_os_products, check_tools, resolve, timed_step
 from liveos.plan import BuildPlan, Origin, PlannedFile, PlannedStep, StepKind
+from liveos.progress import Progress, ProgressCallback
 from liveos.pxe.bundle import WORK_PREFIX, PxeBundle, check_output_dir, wants_archive
 from liveos.pxe.netgrub import NetGrub, choose_network_grub
 from liveos.pxe.urls import DEFAULT_ISO_NAME, resolve_bootstrap_url
@@ -188,26 +189,28 @@ def build_pxe(
     archive: bool | None = None,
     overwrite: bool = False,
     cache: ArtifactCache | None = None,
+    progress: ProgressCallback | None = None,
 ) -> BuildResult:
     """Execute a PXE plan into the folder or ``.tar.gz`` ``out`` (``cache``: where the plan's
-    cached products are, and where built ones are kept)."""
+    cached products are, and where built ones are kept; ``progress``: what every step reports
+    to, see :mod:`liveos.progress`)."""
     out, as_archive = check_output(out, archive=archive, overwrite=overwrite)
     if as_archive:
         out.parent.mkdir(parents=True, exist_ok=True)
     check_tools(plan)
-    clock = StepClock()
+    clock, reporting = StepClock(), Progress(progress)
     created = not as_archive and not out.exists()
     if not as_archive:
         out.mkdir(exist_ok=True)
     try:
         with scratch_dir(out.parent if as_archive else out, WORK_PREFIX) as scratch:
-            products = build_os_products(plan, rootfs, scratch, clock, cache)
+            products = build_os_products(plan, rootfs, scratch, clock, cache, reporting)
             if plan.iso is not None:
                 iso_file = scratch / "iso" / ISO_PRODUCT
                 iso_file.parent.mkdir()
-                write_iso_file(plan.iso, products, scratch, iso_file, clock)
+                write_iso_file(plan.iso, products, scratch, iso_file, clock, reporting)
                 products[ISO_PRODUCT] = iso_file
-            with clock.step(StepKind.PXE, PXE_PRODUCT) as record:
+            with timed_step(clock, reporting, StepKind.PXE, PXE_PRODUCT) as record:
                 bundle = _bundle(resolve(plan.files, products))
                 bundle.write(out, archive=as_archive, overwrite=overwrite, link_from=scratch)
                 record.tool = "tar.gz" if as_archive else "folder"
@@ -226,7 +229,7 @@ def build_pxe(
         label=plan.label,
         mode=plan.mode,
         entries=plan.entries,
-        steps=tuple(clock.steps),
+        steps=clock.ordered([s.product for s in plan.steps]),
         seconds=clock.elapsed(),
         plan=plan,
     )

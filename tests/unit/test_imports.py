@@ -22,6 +22,8 @@ LAYERS: dict[str, int] = {
     "liveos.cli": 9,
     "liveos.live": 8,
     "liveos.boottest": 8,
+    "liveos.inspection": 8,
+    "liveos.verification": 8,
     "liveos.iso": 7,
     "liveos.pxe": 7,
     "liveos.media": 6,
@@ -42,12 +44,15 @@ LAYERS: dict[str, int] = {
     "liveos.interrupts": 1,
     "liveos.layout": 1,
     "liveos.plan": 1,
+    "liveos.progress": 1,
+    "liveos.progress_display": 1,
     "liveos.reproducible": 1,
     "liveos.result": 1,
     "liveos.run": 1,
     "liveos.settings": 1,
     "liveos.state": 1,
     "liveos.versions": 1,
+    "liveos.views": 1,
 }
 
 
