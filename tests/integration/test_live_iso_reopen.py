@@ -131,6 +131,7 @@ def generations(
         live.rootfs.write_text("/etc/liveos-generation", "1\n")
         first = (
             live.with_label(LABEL)
+            .with_cache(False)  # other modules' cached products would add /updates to one generation
             .with_kernel_args(*USER_ARGS)
             .bootstrap()
             .write_iso(out / "gen1.iso")
@@ -143,6 +144,7 @@ def generations(
         live.rootfs.write_text("/etc/liveos-generation", "2\n")
         second = (
             live.with_label(LABEL)
+            .with_cache(False)
             .with_kernel_args(*USER_ARGS)
             .bootstrap()
             .write_iso(out / "gen2.iso")
