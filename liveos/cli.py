@@ -2,6 +2,7 @@
 
 liveos iso disk.qcow2 -o live.iso [--mode full-os] [--kernel-arg quiet] [--label MYLIVE] [--json]
 liveos pxe disk.qcow2 -o pxe.tar.gz --base-url http://10.0.0.1/live/   # or a folder
+liveos build --config ic.yaml disk.qcow2 [-o OUT] [--format iso|pxe-dir|pxe-tar]   # Image Customizer config
 liveos plan disk.qcow2 [--kind pxe --base-url URL] [--json]   # what a build would do, in seconds
 liveos inspect live.iso|pxe/|pxe.tar.gz|disk.qcow2 [--json]   # what it holds
 liveos verify live.iso|pxe/|pxe.tar.gz [--json]   # check finished media; exit 1 on any failure
@@ -24,6 +25,14 @@ from types import FrameType
 
 from liveos import settings as settings_table
 from liveos.boottest import GUEST_HTTP_ADDR, BootConfig, CdRom, Disk, PxeBoot, boot
+from liveos.customizer.apply import (
+    check_bootstrap_url,
+    configure,
+    output_target,
+    prepare_output,
+    write_configured,
+)
+from liveos.customizer.schema import ImageFormat, load_config
 from liveos.errors import HostError, LiveOSError, UsageError
 from liveos.inspection import (
     ArchiveMedia,
@@ -65,6 +74,24 @@ def _parser() -> argparse.ArgumentParser:
     pxe.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty folder")
     _json_option(pxe, "print the build result as JSON")
     _progress_option(pxe)
+
+    build = sub.add_parser(
+        "build", help="build what an Image Customizer config (YAML: iso/pxe, os, scripts, output) describes"
+    )
+    build.add_argument("--config", type=Path, required=True, help="the Image Customizer YAML config")
+    _input_options(build)
+    build.add_argument("-o", "--output", type=Path, help="overrides the config's output.image.path")
+    build.add_argument(
+        "--format",
+        choices=[f.value for f in ImageFormat],
+        help="overrides the config's output.image.format",
+    )
+    urls = build.add_mutually_exclusive_group()
+    urls.add_argument("--base-url", help="bootstrap PXE: overrides pxe.bootstrapBaseUrl (ISO: image.iso)")
+    urls.add_argument("--file-url", help="bootstrap PXE: overrides pxe.bootstrapFileUrl")
+    build.add_argument("--overwrite", action="store_true", help="pxe-dir: replace a non-empty folder")
+    _json_option(build, "print the build result as JSON")
+    _progress_option(build)
 
     plan = sub.add_parser("plan", help="show what a build would do and put on the media (builds nothing)")
     _input_options(plan)
@@ -184,6 +211,31 @@ def _cmd_pxe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    """The config is checked whole before the image is opened; command-line settings override it."""
+    config = load_config(args.config)
+    target = output_target(config, args.output, args.format)
+    check_bootstrap_url(config, target, base_url=args.base_url, file_url=args.file_url)
+    prepare_output(target, overwrite=args.overwrite)
+    with (
+        LiveOS.open(args.image, workdir=args.workdir) as opened,
+        reporting(enabled=args.progress) as progress,
+    ):
+        configured = configure(opened, config, target.format.kind)
+        configured = LiveOS(configured.image, settings_table.from_cli(args, configured.settings))
+        result = write_configured(
+            configured,
+            config,
+            target,
+            base_url=args.base_url,
+            file_url=args.file_url,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+    _print(result.to_dict() if args.json else result.describe(), args.json)
+    return 0
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     with LiveOS.open(args.image, workdir=args.workdir) as opened:
         plan = _configured(opened, args).plan(
@@ -277,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "iso": _cmd_iso,
         "pxe": _cmd_pxe,
+        "build": _cmd_build,
         "plan": _cmd_plan,
         "inspect": _cmd_inspect,
         "verify": _cmd_verify,

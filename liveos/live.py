@@ -22,17 +22,27 @@ from pathlib import Path
 from liveos import views
 from liveos.atomic import check_output_file
 from liveos.cache import ArtifactCache
+from liveos.customizer.apply import configure
 from liveos.errors import UsageError
 from liveos.image import SourceImage, open_image
 from liveos.iso.output import build_iso, plan_iso
 from liveos.media.reuse import tree_digest
 from liveos.plan import BuildPlan, settings_html, settings_text
 from liveos.progress import ProgressCallback
-from liveos.pxe.output import ExtraSource, build_pxe, check_output, plan_pxe
+from liveos.pxe.output import ExtraSource, build_pxe, check_output, extra_media_files, plan_pxe
 from liveos.pxe.urls import DEFAULT_ISO_NAME
 from liveos.result import BuildResult
 from liveos.rootfs import RootFs
-from liveos.settings import Compression, InitramfsMode, LiveSettings, OutputKind, Preset, SELinux
+from liveos.settings import (
+    Compression,
+    InitramfsMode,
+    KdumpBootFiles,
+    LiveSettings,
+    MediaFile,
+    OutputKind,
+    Preset,
+    SELinux,
+)
 
 
 class LiveOS:
@@ -88,6 +98,26 @@ class LiveOS:
         """SELinux on the media: ``keep``, ``disable`` or ``require``."""
         return self.with_settings(selinux=policy)
 
+    def with_files(self, *files: MediaFile) -> LiveOS:
+        """Add the caller's files to the media (ISO root, PXE TFTP root; a bootstrap PXE bundle's
+        ISO too), after those already given; a destination that would replace or shadow a boot
+        file is refused (see :mod:`liveos.mediafiles`)."""
+        return self.with_settings(media_files=(*self.settings.media_files, *files))
+
+    def with_kdump_boot_files(self, policy: KdumpBootFiles | str) -> LiveOS:
+        """``keep``: kdump's kernel and initrd stay in the live root's /boot; ``none`` (default):
+        left out, and the plan lists them."""
+        return self.with_settings(kdump_boot_files=policy)
+
+    def with_config(
+        self, config: str | os.PathLike[str] | Mapping[str, object], output: OutputKind | str | None = None
+    ) -> LiveOS:
+        """Apply an Image Customizer config (a YAML file, or a mapping shaped like one): its
+        ``os:`` part and scripts change :attr:`rootfs` now (call it once); the result carries the
+        ``iso:`` or ``pxe:`` settings for ``output`` (default: the config's ``output.image.format``).
+        :func:`liveos.customizer.build_from_config` also builds what ``output:`` names."""
+        return configure(self, config, output)
+
     def with_preset(self, preset: Preset | str) -> LiveOS:
         """Speed/size of every compressor: ``fast`` (default), ``balanced`` or ``small``."""
         return self.with_settings(preset=preset)
@@ -117,17 +147,19 @@ class LiveOS:
         """What a build would do and put on the media; runs no dracut, mksquashfs or compressor.
 
         ``output`` is ``iso`` or ``pxe``; a bootstrap PXE plan needs the URL its ISO will be
-        served from (``base_url`` + ``iso_name``, or the full ``file_url``); ``extra_files`` go
-        into a PXE bundle as they are.
+        served from (``base_url`` + ``iso_name``, or the full ``file_url``); ``extra_files``
+        (media path -> host file or bytes) is shorthand for :meth:`with_files`.
         """
+        if extra_files:
+            return self.with_files(*extra_media_files(extra_files)).plan(
+                output, base_url=base_url, file_url=file_url, iso_name=iso_name
+            )
         kind = OutputKind(output)
         label = self.settings.resolved_label()
         cache = self.cache()
         if kind is OutputKind.ISO:
-            if base_url is not None or file_url is not None or extra_files:
-                raise UsageError(
-                    "bootstrap URLs and extra files belong to PXE plans", hint="plan('pxe', ...)"
-                )
+            if base_url is not None or file_url is not None:
+                raise UsageError("bootstrap URLs belong to PXE plans", hint="plan('pxe', ...)")
             return plan_iso(self.image, self.settings, label, cache=cache)
         return plan_pxe(
             self.image,
@@ -136,7 +168,6 @@ class LiveOS:
             base_url=base_url,
             file_url=file_url,
             iso_name=iso_name,
-            extra=extra_files,
             cache=cache,
         )
 

@@ -315,7 +315,7 @@ def settings_rows(settings: LiveSettings) -> list[tuple[str, str, bool, str]]:
     rows = []
     for name, spec, default in settings_table():
         value = getattr(settings, name)
-        shown = ", ".join(value) if isinstance(value, tuple) else str(value)
+        shown = ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
         if value == default and spec.default_text is not None:
             text = spec.default_text.replace("`", "")
             shown = f"{shown} ({text})" if shown else text

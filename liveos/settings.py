@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from liveos.errors import UsageError
+from liveos.mediafiles import MediaFile, validate_media_files
 from liveos.reproducible import source_date_epoch
 
 T = TypeVar("T")
@@ -111,6 +112,20 @@ class SELinux(enum.StrEnum):
     KEEP = "keep"
     DISABLE = "disable"
     REQUIRE = "require"
+
+
+class KdumpBootFiles(enum.StrEnum):
+    """Whether the live OS keeps the image's kdump boot files (Image Customizer's ``kdumpBootFiles``).
+
+    kdump loads a crash kernel and its own initrd (``/boot/initramfs-<ver>kdump.img`` on Azure
+    Linux and Fedora; ``/var/lib/kdump/initrd.img-<ver>`` plus ``/boot/vmlinuz-<ver>`` with
+    Debian's kdump-tools) from the running OS's ``/boot``, which live media leave out of the
+    root. ``NONE``: left out, and the plan lists what was left out. ``KEEP``: those files stay
+    in the live root's ``/boot`` (the squashfs, or the full-os initrd), so kdump can arm.
+    """
+
+    NONE = "none"
+    KEEP = "keep"
 
 
 class Arch(enum.StrEnum):
@@ -334,6 +349,30 @@ class LiveSettings:
             boolean=True,
         ),
     )
+    media_files: tuple[MediaFile, ...] = _setting(
+        (),
+        SettingSpec(
+            "the caller's files on the media (ISO root, PXE TFTP root): `SRC:DEST[:MODE]`, MODE "
+            "octal (default 644); DEST may not replace or shadow a boot file",
+            "with_files",
+            "--add-file",
+            validate_media_files,
+            metavar="SRC:DEST[:MODE]",
+            repeat=True,
+            default_text="none",
+        ),
+    )
+    kdump_boot_files: KdumpBootFiles = _setting(
+        KdumpBootFiles.NONE,
+        SettingSpec(
+            "kdump's kernel and initrd in the live root's /boot: `none` (left out, listed in the "
+            "plan) or `keep` (kdump can arm on the live system)",
+            "with_kdump_boot_files",
+            "--kdump-boot-files",
+            _enum_parser(KdumpBootFiles),
+            _choices(KdumpBootFiles),
+        ),
+    )
     cache: bool = _setting(
         True,
         SettingSpec(
@@ -390,8 +429,23 @@ class LiveSettings:
         out: dict[str, object] = {}
         for name, _spec, _default in table():
             value = getattr(self, name)
-            out[name] = list(value) if isinstance(value, tuple) else value
+            if isinstance(value, tuple):
+                out[name] = [_jsonable(v) for v in value]
+            else:
+                out[name] = value
         return out
+
+
+def _jsonable(value: object) -> object:
+    """A setting's item as JSON: a media file as its destination, source (or size) and mode."""
+    if isinstance(value, MediaFile):
+        origin: dict[str, object] = (
+            {"source": str(value.source)}
+            if value.source is not None
+            else {"content_size": len(value.content or b"")}
+        )
+        return {"destination": value.destination, **origin, "mode": f"{value.file_mode:04o}"}
+    return value
 
 
 def table() -> list[tuple[str, SettingSpec, object]]:
@@ -464,7 +518,9 @@ __all__ = [
     "Arch",
     "Compression",
     "InitramfsMode",
+    "KdumpBootFiles",
     "LiveSettings",
+    "MediaFile",
     "OutputKind",
     "Preset",
     "SELinux",

@@ -77,6 +77,16 @@ class SourceDigest:
 
 
 @dataclass(frozen=True)
+class StateFile:
+    """A caller's file a build put on the media (:class:`~liveos.mediafiles.MediaFile`): a rebuild
+    from the re-opened medium carries it over unless it is given again."""
+
+    path: str  #: absolute media path
+    mode: int  #: permission bits
+    size: int
+
+
+@dataclass(frozen=True)
 class MediaState:
     """What one liveos build applied. ``parse(render(s)) == s``."""
 
@@ -88,6 +98,7 @@ class MediaState:
     source: SourceDigest
     build_time: int  #: seconds since the epoch (SOURCE_DATE_EPOCH when set)
     schema: int = SCHEMA_VERSION
+    media_files: tuple[StateFile, ...] = ()  #: the caller's files on the media (key absent: none)
 
     @property
     def added_args(self) -> tuple[str, ...]:
@@ -109,6 +120,8 @@ class MediaState:
             },
             "build_time": datetime.fromtimestamp(self.build_time, UTC).strftime(_TIME_FORMAT),
         }
+        if self.media_files:  # absent when empty: media without them read as before
+            doc["media_files"] = [{"path": f.path, "mode": f.mode, "size": f.size} for f in self.media_files]
         return json.dumps(doc, indent=2) + "\n"
 
     @classmethod
@@ -160,7 +173,7 @@ class _Parser:
         if schema < 1:
             raise self.fail(f"schema version {schema} is invalid (versions start at 1)")
         keys = {"schema", "liveos_version", "mode", "label", "kernel_args", "source", "build_time"}
-        obj = self.obj(doc, "the document", keys, keys)
+        obj = self.obj(doc, "the document", keys | {"media_files"}, keys)
         args = self.obj(obj["kernel_args"], "kernel_args", {"live", "user"}, {"live", "user"})
         source = self.obj(
             obj["source"], "source", {"algorithm", "size", "sha256"}, {"algorithm", "size", "sha256"}
@@ -194,6 +207,7 @@ class _Parser:
             source=SourceDigest(self.typed(source["algorithm"], str, "source.algorithm"), size, sha),
             build_time=int(stamp.timestamp()),
             schema=schema,
+            media_files=self.files(obj.get("media_files", [])),
         )
 
     def obj(self, value: object, what: str, allowed: set[str], required: set[str]) -> dict[str, Any]:
@@ -215,6 +229,33 @@ class _Parser:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise self.fail(f"{what} must be {_type_name(kind)}, not {_json_type(value)}")
         return value
+
+    def files(self, value: object) -> tuple[StateFile, ...]:
+        if not isinstance(value, list):
+            raise self.fail(f"media_files must be a list, not {_json_type(value)}")
+        out = []
+        seen = set()
+        for index, item in enumerate(value):
+            what = f"media_files[{index}]"
+            entry = self.obj(item, what, {"path", "mode", "size"}, {"path", "mode", "size"})
+            path = self.typed(entry["path"], str, f"{what}.path")
+            parts = path.split("/")
+            if (
+                not path.startswith("/")
+                or ".." in parts
+                or "" in parts[1:]
+                or any(ord(c) < 32 for c in path)
+            ):
+                raise self.fail(f"{what}.path {_shown(path)} is not a normalised absolute media path")
+            if path in seen:
+                raise self.fail(f"{what}.path {_shown(path)} is listed twice")
+            seen.add(path)
+            mode = self.typed(entry["mode"], int, f"{what}.mode")
+            size = self.typed(entry["size"], int, f"{what}.size")
+            if not 0 <= mode <= 0o7777 or not 0 <= size < MAX_SIZE:
+                raise self.fail(f"{what} has an invalid mode ({mode}) or size ({size})")
+            out.append(StateFile(path, mode, size))
+        return tuple(out)
 
     def strings(self, value: object, what: str) -> tuple[str, ...]:
         if not isinstance(value, list):

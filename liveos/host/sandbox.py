@@ -16,9 +16,10 @@ reach. Two well-kept tools from Debian build it (measured and justified in docs/
   device nodes of the image mean nothing), a fresh ``/proc`` of the new PID namespace with
   ``/proc/sys`` (and the other kernel knobs under ``/proc``) read-only, a minimal ``/dev``
   (null, zero, full, random, urandom, tty, pts) instead of the host's devtmpfs, no ``/sys``,
-  tmpfs on ``/tmp`` and ``/run``, a clean environment, a new session (no terminal injection),
-  and the capability set reduced to :data:`TOOL_CAPS` (no ``CAP_SYS_ADMIN``: the sandbox cannot
-  unmount or remount what hides the host).
+  tmpfs on ``/tmp`` (mode 1777) and ``/run``, a clean environment, a new session (no terminal
+  injection), and the capability set reduced to :data:`TOOL_CAPS` (no ``CAP_SYS_ADMIN``: the
+  sandbox cannot unmount or remount what hides the host). With the network, ``RootFs`` binds
+  the host's ``/etc/resolv.conf`` read-only where the image reads it (DNS, nothing more).
 
 Process lifetime: bwrap's ``--die-with-parent`` and the PID namespace mean that when the
 launcher dies -- liveos killed it, or liveos itself died, even by SIGKILL -- every process in
@@ -123,7 +124,8 @@ class Sandbox:
         for cover in PROC_COVERS:
             if os.path.exists(cover):  # the source is the host's: same knobs, read-only
                 argv += ["--ro-bind", cover, cover]
-        argv += ["--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run"]
+        # /tmp is sticky and world-writable as on a real system: apt's methods write there as _apt
+        argv += ["--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/run"]
         for bind in self.binds:
             if not bind.inside.startswith("/") or ".." in bind.inside.split("/"):
                 raise InternalError(f"sandbox bind target {bind.inside!r} is not a plain absolute path")

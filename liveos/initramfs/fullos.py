@@ -40,16 +40,21 @@ def init_target(rootfs: RootFs) -> str | None:
     )
 
 
-def build_full_os_initrd(rootfs: RootFs, out: Path, *, compression: Compression, level: int) -> CpioStats:
-    """Stream ``rootfs`` (minus /boot and /etc/fstab) into the compressed CPIO ``out``."""
+def build_full_os_initrd(
+    rootfs: RootFs,
+    out: Path,
+    *,
+    compression: Compression,
+    level: int,
+    exclude: Sequence[str] = FULL_OS_EXCLUDED,
+) -> CpioStats:
+    """Stream ``rootfs`` (minus /boot and /etc/fstab: ``exclude``) into the compressed CPIO ``out``."""
     target = init_target(rootfs)
     extra = [CpioEntry.char_device(str(CONSOLE_PATH.relative_to("/")), 5, 1)]
     if target is not None:
         extra.append(CpioEntry.symlink("init", target))
         log.info("full-os initrd: /init -> %s", target)
-    stats = write_newc(
-        rootfs.root, out, compression=compression, level=level, exclude=FULL_OS_EXCLUDED, extra=extra
-    )
+    stats = write_newc(rootfs.root, out, compression=compression, level=level, exclude=exclude, extra=extra)
     log.info(
         "full-os initrd %s: %d entries, %.0f MB in, %.0f MB out",
         out,

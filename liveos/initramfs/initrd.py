@@ -7,6 +7,7 @@ streams the whole OS into a compressed CPIO (no ``root=``, no pivot).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from liveos.cpio.reader import main_compression
 from liveos.initramfs.compression import initrd_compression
 from liveos.initramfs.dracut import DracutInfo, build_bootstrap_initrd
 from liveos.initramfs.fullos import build_full_os_initrd
+from liveos.layout import FULL_OS_EXCLUDED
 from liveos.rootfs import RootFs
 from liveos.settings import Compression, InitramfsMode, Preset
 
@@ -54,9 +56,17 @@ class Initramfs:
         )
 
     @classmethod
-    def full_os(cls, rootfs: RootFs, out: Path, *, compression: Compression, level: int) -> Initramfs:
-        """The whole OS minus /boot and /etc/fstab as a compressed newc CPIO at ``out``."""
-        stats = build_full_os_initrd(rootfs, out, compression=compression, level=level)
+    def full_os(
+        cls,
+        rootfs: RootFs,
+        out: Path,
+        *,
+        compression: Compression,
+        level: int,
+        exclude: Sequence[str] = FULL_OS_EXCLUDED,
+    ) -> Initramfs:
+        """The whole OS minus /boot and /etc/fstab (``exclude``) as a compressed newc CPIO at ``out``."""
+        stats = build_full_os_initrd(rootfs, out, compression=compression, level=level, exclude=exclude)
         return cls(
             mode=InitramfsMode.FULL_OS,
             path=out,

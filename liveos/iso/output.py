@@ -21,7 +21,7 @@ from liveos.iso.efiboot import build_efiboot, planned_size
 from liveos.iso.writer import IsoWriter, WrittenIso
 from liveos.layout import DISK_INFO_PATH, EFI_BOOT_DIR, EFIBOOT_PATH
 from liveos.media.grubedit import grub_redirector
-from liveos.media.plan import MediaPlan, plan_media
+from liveos.media.plan import MediaPlan, plan_media, plan_media_files
 from liveos.media.stage import Products, build_os_products, check_tools, content, resolve, timed_step
 from liveos.plan import BuildPlan, Origin, PlannedFile, PlannedStep, StepKind
 from liveos.progress import Progress, ProgressCallback
@@ -51,6 +51,7 @@ def plan_iso(
     files = [*media.files, *_boot_chain(media.boot, image.root, label)]
     efi = {str(f.path.relative_to("/")): f.size or 0 for f in files if f.path.parent == EFI_BOOT_DIR}
     files.append(PlannedFile(EFIBOOT_PATH, Origin.BUILT, EFIBOOT_PRODUCT, planned_size(efi)))
+    files += plan_media_files(media.user_files, taken=[f.path for f in files])
     steps = (
         *media.steps,
         PlannedStep(StepKind.EFIBOOT, EFIBOOT_PRODUCT, f"FAT image with {', '.join(sorted(efi))}"),
@@ -140,11 +141,12 @@ def write_iso_file(
     products = {**products, EFIBOOT_PRODUCT: efiboot}
     with timed_step(clock, progress, StepKind.ISO, ISO_PRODUCT) as record:
         writer = IsoWriter(plan.label, arch=plan.arch)
+        modes = {f.path: f.mode for f in plan.files if f.origin is Origin.USER}
         for media_path, source in resolve(plan.files, products):
             if isinstance(source, bytes):
-                writer.add_bytes(str(media_path), source)
+                writer.add_bytes(str(media_path), source, mode=modes.get(media_path, 0o644))
             else:
-                writer.add_file(str(media_path), source)
+                writer.add_file(str(media_path), source, mode=modes.get(media_path))
         writer.set_efi_boot(str(EFIBOOT_PATH))
         written = writer.write(out, hybrid=plan.settings.hybrid)
         record.size, record.tool = written.size, "pycdlib"

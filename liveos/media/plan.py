@@ -9,11 +9,13 @@ network grub and the ISO livenet downloads).
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import hashlib
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -25,7 +27,9 @@ from liveos.grub import GrubConfig
 from liveos.host.sandbox import SANDBOX_FORMAT
 from liveos.image.base import SourceImage
 from liveos.image.changes import Change
+from liveos.image.formats import DiskFormat
 from liveos.image.identity import image_digest
+from liveos.image.isofs import IsoReader
 from liveos.image.layers import Layer
 from liveos.initramfs import fullos
 from liveos.initramfs.compression import initrd_compression
@@ -43,13 +47,16 @@ from liveos.layout import (
 )
 from liveos.media import updates
 from liveos.media.grubedit import GrubEdit, NetworkRoot, edit_grub_config, render_bls
+from liveos.media.kdump import kdump_notes, root_excludes
 from liveos.media.rebuild import apply_edits, media_state
 from liveos.media.reuse import plan_initrd, plan_tree, slot_key, tree_digest
 from liveos.media.updates import hook_refusal
+from liveos.mediafiles import MediaFile
 from liveos.plan import BootEntry, Origin, PlannedFile, PlannedStep, StepKind
 from liveos.rootfs import RootFs, kernel_version_of
 from liveos.settings import Compression, InitramfsMode, LiveSettings, Preset, SELinux
 from liveos.squashfs import MKSQUASHFS_OPTIONS, mksquashfs_version
+from liveos.state import StateFile
 
 log = logging.getLogger("liveos")
 
@@ -58,7 +65,12 @@ ROOT_IMAGE_PRODUCT = "rootfs.img"
 FULL_OS_PRODUCT = "initrd.img"
 #: Typical output/input ratios, for size estimates only (the Debian fixture; real OS trees).
 SQUASHFS_RATIO = {Preset.FAST: 0.30, Preset.BALANCED: 0.27, Preset.SMALL: 0.24}
-CPIO_RATIO = {Compression.ZSTD: 0.42, Compression.GZIP: 0.45, Compression.XZ: 0.33, Compression.NONE: 1.0}
+CPIO_RATIO = {
+    Compression.ZSTD: 0.42,
+    Compression.GZIP: 0.45,
+    Compression.XZ: 0.33,
+    Compression.NONE: 1.0,
+}
 #: A no-hostonly live initrd when the image has no initrd of its own to compare with.
 DRACUT_INITRD_ESTIMATE = 60 * 1024 * 1024
 
@@ -78,6 +90,8 @@ class MediaPlan:
     steps: tuple[PlannedStep, ...]
     warnings: tuple[str, ...]
     tree: str  #: digest of the caller's changes the plan was made from
+    #: the caller's files: the settings' plus those a re-opened medium carries over
+    user_files: tuple[MediaFile, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,7 @@ def plan_media(
     text = render_bls(text, rootfs, boot.grub_dir, path=boot.grub_cfg)
     applied = apply_edits(text, lambda t: edit_grub_config(t, edit, path=boot.grub_cfg), image.state)
     config = applied.config
+    user_files = carried_media_files(image, settings.media_files) + settings.media_files
     state = media_state(
         mode=settings.mode,
         label=label,
@@ -144,6 +159,13 @@ def plan_media(
         source=image.path,
         previous=image.state,
     )
+    state = dataclasses.replace(
+        state, media_files=tuple(StateFile(f.destination, f.file_mode, _size(f)) for f in user_files)
+    )
+    notes, kept = kdump_notes(rootfs, settings.kdump_boot_files)
+    warnings += notes
+    for note in notes:
+        log.warning("%s", note)
     files = [
         _generated(STATE_PATH, state.render().encode(), "liveos state"),
         _generated(boot.grub_cfg, config.render().encode(), "the image's grub.cfg, edited"),
@@ -156,16 +178,25 @@ def plan_media(
         files += _bootstrap_initrds(rootfs, config, dracut, settings.preset, steps, reuse)
         if network is None:
             selinux = not disable_selinux and rootfs.selinux_mode() != "disabled"
-            files += _root_image(rootfs, settings.preset, steps, reuse, selinux=selinux)
+            excluded = root_excludes(rootfs, settings.kdump_boot_files, ROOT_IMAGE_EXCLUDED)
+            files += _root_image(rootfs, settings.preset, steps, reuse, selinux=selinux, excluded=excluded)
     else:
-        files.append(_full_os_initrd(rootfs, settings, steps, reuse))
+        excluded = root_excludes(rootfs, settings.kdump_boot_files, FULL_OS_EXCLUDED)
+        files.append(_full_os_initrd(rootfs, settings, steps, reuse, excluded))
+    if kept:
+        steps = [_keeping(s, kept) if s.kind in (StepKind.SQUASHFS, StepKind.CPIO) else s for s in steps]
     entries = tuple(
         BootEntry(
-            " > ".join(line.menu) or "(top level)", line.kernel, line.initrds, tuple(line.args.texts())
+            " > ".join(line.menu) or "(top level)",
+            line.kernel,
+            line.initrds,
+            tuple(line.args.texts()),
         )
         for line in config.kernel_lines()
     )
-    return MediaPlan(boot, tuple(files), entries, tuple(steps), tuple(warnings), tree_digest(changes))
+    return MediaPlan(
+        boot, tuple(files), entries, tuple(steps), tuple(warnings), tree_digest(changes), user_files
+    )
 
 
 def _selinux_off(settings: LiveSettings, image_mode: str, warnings: list[str]) -> bool:
@@ -285,17 +316,27 @@ def _bootstrap_initrds(
     return files
 
 
+def _keeping(step: PlannedStep, kept: Sequence[str]) -> PlannedStep:
+    return dataclasses.replace(step, detail=f"{step.detail}; keeps {', '.join(kept)} for kdump")
+
+
 def _root_image(
-    rootfs: RootFs, preset: Preset, steps: list[PlannedStep], reuse: ReuseContext | None, *, selinux: bool
+    rootfs: RootFs,
+    preset: Preset,
+    steps: list[PlannedStep],
+    reuse: ReuseContext | None,
+    *,
+    selinux: bool,
+    excluded: Sequence[str] = ROOT_IMAGE_EXCLUDED,
 ) -> list[PlannedFile]:
     """The squashfs -- or a cached one, plus the changed files in ``/updates``."""
     detail = f"mksquashfs, preset {preset}"
     if reuse is None:
         steps.append(PlannedStep(StepKind.SQUASHFS, ROOT_IMAGE_PRODUCT, detail))
-        estimate = int(tree_bytes(rootfs.root, ROOT_IMAGE_EXCLUDED) * SQUASHFS_RATIO[preset])
+        estimate = int(tree_bytes(rootfs.root, excluded) * SQUASHFS_RATIO[preset])
         return [PlannedFile(SQUASHFS_PATH, Origin.BUILT, ROOT_IMAGE_PRODUCT, estimate, estimated=True)]
     slot = slot_key("squashfs", reuse.image_digest, preset, MKSQUASHFS_OPTIONS[preset],
-                    ROOT_IMAGE_EXCLUDED, mksquashfs_version())  # fmt: skip
+                    excluded, mksquashfs_version())  # fmt: skip
     refusal = "the media boot with SELinux: copied files would carry no labels" if selinux else None
     refusal = refusal or hook_refusal(rootfs)
     layers = reuse.layers
@@ -303,10 +344,10 @@ def _root_image(
     def rule(delta: Sequence[Change]) -> str | None:
         return refusal or updates.update_refusal(delta, layers)
 
-    decision = plan_tree(reuse.cache, "squashfs", slot, reuse.tree_changes(ROOT_IMAGE_EXCLUDED), rule)
+    decision = plan_tree(reuse.cache, "squashfs", slot, reuse.tree_changes(excluded), rule)
     steps.append(PlannedStep(StepKind.SQUASHFS, ROOT_IMAGE_PRODUCT, detail, cache=decision.cache))
     if decision.base is None:
-        estimate = int(tree_bytes(rootfs.root, ROOT_IMAGE_EXCLUDED) * SQUASHFS_RATIO[preset])
+        estimate = int(tree_bytes(rootfs.root, excluded) * SQUASHFS_RATIO[preset])
         return [PlannedFile(SQUASHFS_PATH, Origin.BUILT, ROOT_IMAGE_PRODUCT, estimate, estimated=True)]
     return [
         PlannedFile(SQUASHFS_PATH, Origin.BUILT, ROOT_IMAGE_PRODUCT, decision.base.size),
@@ -315,21 +356,25 @@ def _root_image(
 
 
 def _full_os_initrd(
-    rootfs: RootFs, settings: LiveSettings, steps: list[PlannedStep], reuse: ReuseContext | None
+    rootfs: RootFs,
+    settings: LiveSettings,
+    steps: list[PlannedStep],
+    reuse: ReuseContext | None,
+    excluded: Sequence[str] = FULL_OS_EXCLUDED,
 ) -> PlannedFile:
     compression = settings.cpio_compression
     level = f" level {settings.level}" if compression is not Compression.NONE else ""
     detail = f"newc CPIO, {compression}{level}"
     decision = None
     if reuse is not None:
-        slot = slot_key("cpio", reuse.image_digest, compression, settings.level, FULL_OS_EXCLUDED,
+        slot = slot_key("cpio", reuse.image_digest, compression, settings.level, excluded,
                         init_target(rootfs), CPIO_FORMAT)  # fmt: skip
         layers = reuse.layers
 
         def rule(delta: Sequence[Change]) -> str | None:
             return fullos.update_refusal(delta, layers)
 
-        decision = plan_tree(reuse.cache, "cpio", slot, reuse.tree_changes(FULL_OS_EXCLUDED), rule)
+        decision = plan_tree(reuse.cache, "cpio", slot, reuse.tree_changes(excluded), rule)
     cache = decision.cache if decision is not None else None
     steps.append(PlannedStep(StepKind.CPIO, FULL_OS_PRODUCT, detail, cache=cache))
     if decision is not None and decision.base is not None:
@@ -337,7 +382,7 @@ def _full_os_initrd(
         exact = not decision.delta
         size = decision.base.size + int(added * CPIO_RATIO[compression])
         return PlannedFile(FULL_OS_INITRD, Origin.BUILT, FULL_OS_PRODUCT, size, estimated=not exact)
-    estimate = int(tree_bytes(rootfs.root, FULL_OS_EXCLUDED) * CPIO_RATIO[compression])
+    estimate = int(tree_bytes(rootfs.root, excluded) * CPIO_RATIO[compression])
     return PlannedFile(FULL_OS_INITRD, Origin.BUILT, FULL_OS_PRODUCT, estimate, estimated=True)
 
 
@@ -362,3 +407,111 @@ def tree_bytes(root: Path, exclude: Sequence[str]) -> int:
             elif stat.S_ISREG(st.st_mode):
                 total += st.st_size
     return total
+
+
+def _size(file: MediaFile) -> int:
+    if file.content is not None:
+        return len(file.content)
+    assert file.source is not None
+    try:
+        return file.source.stat().st_size
+    except OSError:
+        return 0  # plan_media_files names the missing source
+
+
+#: Where the caller's files of a re-opened medium are extracted (in the image's scratch).
+CARRIED_DIR = "media-files"
+
+
+def carried_media_files(image: SourceImage, given: Sequence[MediaFile]) -> tuple[MediaFile, ...]:
+    """The caller's files of a re-opened liveos ISO (its state lists them) that ``given`` does not
+    replace: a rebuild keeps them, as the reference tool does, and never holds a path twice."""
+    state = image.state
+    if state is None or not state.media_files or image.format is not DiskFormat.ISO:
+        return ()
+    replaced = {f.destination.lower() for f in given}
+    keep = [f for f in state.media_files if f.path.lower() not in replaced]
+    if not keep:
+        return ()
+    out = []
+    target = image.scratch / CARRIED_DIR
+    target.mkdir(exist_ok=True)
+    with IsoReader(image.path) as reader:
+        for old in keep:
+            if not reader.exists(old.path):
+                raise ImageError(
+                    f"the medium's state lists the file {old.path}, which is not on it",
+                    path=image.path,
+                    hint="rebuild from the original disk image",
+                )
+            dest = target / hashlib.sha256(old.path.encode()).hexdigest()[:32]
+            if not dest.exists():
+                reader.extract(old.path, dest)
+            out.append(MediaFile(old.path, source=dest, mode=old.mode))
+    log.info("carried over from %s: %s", image.path, ", ".join(f.path for f in keep))
+    return tuple(out)
+
+
+def plan_media_files(files: Iterable[MediaFile], taken: Iterable[PurePosixPath]) -> list[PlannedFile]:
+    """The planned files of ``files`` on media that already hold ``taken`` (liveos's own files).
+
+    A destination may not be one of them, a directory holding one, or inside one; a source must
+    be a regular file now (checked here, before the build, not minutes into it).
+    """
+    own = {PurePosixPath(str(p).lower()): p for p in taken}
+    own_dirs: dict[PurePosixPath, PurePosixPath] = {}
+    for lower, original in own.items():
+        for parent in lower.parents:
+            own_dirs.setdefault(parent, original)
+    planned = []
+    for item in files:
+        lower = PurePosixPath(item.destination.lower())
+        if lower in own:
+            raise UsageError(
+                f"media file destination {item.destination} would replace {own[lower]}: already a "
+                "boot file liveos puts on the media",
+                hint="choose another destination",
+            )
+        if lower in own_dirs:
+            raise UsageError(
+                f"media file destination {item.destination} is a directory of the media "
+                f"(it holds {own_dirs[lower]})",
+                hint="put the file inside that directory, or choose another destination",
+            )
+        above = next((own[p] for p in lower.parents if p in own), None)
+        if above is not None:
+            raise UsageError(f"media file destination {item.destination} would be inside the file {above}")
+        if item.content is not None:
+            planned.append(
+                PlannedFile(
+                    item.path,
+                    Origin.USER,
+                    "content",
+                    len(item.content),
+                    mode=item.file_mode,
+                    data=item.content,
+                )
+            )
+            continue
+        source = item.source
+        assert source is not None  # MediaFile holds exactly one of the two
+        if not source.exists():
+            raise UsageError(
+                f"media file source {source} (for {item.destination}) does not exist", path=source
+            )
+        if not source.is_file():
+            raise UsageError(
+                f"media file source {source} (for {item.destination}) is not a regular file",
+                path=source,
+            )
+        planned.append(
+            PlannedFile(
+                item.path,
+                Origin.USER,
+                str(source),
+                source.stat().st_size,
+                mode=item.file_mode,
+                host=source,
+            )
+        )
+    return planned

@@ -20,7 +20,8 @@ from liveos.cpio import iter_entries
 from liveos.errors import InternalError, LiveOSError
 from liveos.initramfs import Initramfs
 from liveos.initramfs.fullos import append_update
-from liveos.layout import ROOT_IMAGE_EXCLUDED
+from liveos.layout import FULL_OS_EXCLUDED, ROOT_IMAGE_EXCLUDED
+from liveos.media.kdump import root_excludes
 from liveos.media.reuse import fetch, store, store_initrd
 from liveos.plan import BuildPlan, Origin, PlannedFile, PlannedStep, Reuse, StepCache, StepKind
 from liveos.progress import Progress, Unit, current
@@ -123,13 +124,18 @@ def _run(step: PlannedStep, plan: BuildPlan, rootfs: RootFs, out: Path, record: 
             raise InternalError(f"dracut step {step.product} names no kernel")
         _record(record, Initramfs.bootstrap(rootfs, step.kernel, out, preset=settings.preset))
     elif step.kind is StepKind.SQUASHFS:
-        make_squashfs(rootfs.root, out, preset=settings.preset, excludes=ROOT_IMAGE_EXCLUDED)
+        excludes = root_excludes(rootfs, settings.kdump_boot_files, ROOT_IMAGE_EXCLUDED)
+        make_squashfs(rootfs.root, out, preset=settings.preset, excludes=excludes)
         record.size, record.tool = out.stat().st_size, f"mksquashfs ({settings.preset} preset)"
         record.compression, record.level = MKSQUASHFS_COMPRESSION[settings.preset]
     elif step.kind is StepKind.CPIO:
         compression, level = settings.cpio_compression, settings.level
         current().expect(planned_size(plan, step.product), Unit.BYTES)  # the writer counts its output
-        _record(record, Initramfs.full_os(rootfs, out, compression=compression, level=level))
+        exclude = root_excludes(rootfs, settings.kdump_boot_files, FULL_OS_EXCLUDED)
+        _record(
+            record,
+            Initramfs.full_os(rootfs, out, compression=compression, level=level, exclude=exclude),
+        )
     else:
         raise InternalError(f"{step.kind} is not an OS step")
 

@@ -22,19 +22,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from liveos.atomic import check_output_file, scratch_dir
 from liveos.bootfiles import BootFiles
 from liveos.cache import ArtifactCache
-from liveos.errors import UsageError
 from liveos.image.base import SourceImage
 from liveos.initramfs.livenet import livenet_extra_args
 from liveos.iso.output import ISO_PRODUCT, estimated_iso_size, host_file, plan_iso, write_iso_file
 from liveos.media.grubedit import NetworkRoot, network_redirector
-from liveos.media.plan import plan_media
-from liveos.media.stage import build_os_products, check_tools, resolve, timed_step
+from liveos.media.plan import plan_media, plan_media_files
+from liveos.media.stage import Products, build_os_products, check_tools, resolve, timed_step
+from liveos.mediafiles import MediaFile
 from liveos.plan import BuildPlan, Origin, PlannedFile, PlannedStep, StepKind
 from liveos.progress import Progress, ProgressCallback
 from liveos.pxe.bundle import WORK_PREFIX, PxeBundle, check_output_dir, wants_archive
@@ -73,10 +73,14 @@ def plan_pxe(
 ) -> BuildPlan:
     """The plan of a PXE bundle of ``image``; a bootstrap bundle needs the ISO's URL.
 
-    ``extra`` are the caller's own files (bundle path -> host file or bytes); they may not
-    replace a boot file. Everything is validated here, before the (minutes long) build. With a
-    ``cache``, steps reuse cached products where they can.
+    The caller's files (``settings.media_files``; ``extra``, bundle path -> host file or bytes,
+    is shorthand for more of them) go into the bundle and, for bootstrap, into its ISO too (the
+    live system sees that one at ``/run/initramfs/live``); they may not replace a boot file.
+    Everything is validated here, before the (minutes long) build. With a ``cache``, steps
+    reuse cached products where they can.
     """
+    if extra:
+        settings = settings.replace(media_files=(*settings.media_files, *extra_media_files(extra)))
     url = resolve_bootstrap_url(settings.mode, base_url=base_url, file_url=file_url, file_name=iso_name)
     rootfs = image.rootfs
     changes = image.changes()
@@ -99,7 +103,7 @@ def plan_pxe(
                 estimated=True,
             )
         )
-    files += _extra_files(extra or {}, taken={f.path for f in files})
+    files += plan_media_files(media.user_files, taken=[f.path for f in files])
     steps.append(PlannedStep(StepKind.PXE, PXE_PRODUCT, "TFTP tree: a folder or a .tar.gz"))
     return BuildPlan(
         output=OutputKind.PXE,
@@ -155,21 +159,16 @@ def _redirectors(netgrub: NetGrub, boot: BootFiles, *, taken: set[PurePosixPath]
     return files
 
 
-def _extra_files(extra: Mapping[str, ExtraSource], *, taken: set[PurePosixPath]) -> list[PlannedFile]:
+def extra_media_files(extra: Mapping[str, ExtraSource]) -> tuple[MediaFile, ...]:
+    """``extra`` (media path -> host file or bytes; a relative path is from the root) as media files."""
     files = []
     for name, source in sorted(extra.items()):
-        path = PurePosixPath("/", name)
-        if ".." in path.parts or path == PurePosixPath("/"):
-            raise UsageError(f"PXE bundle path {name!r} is empty or escapes the bundle root")
-        if path in taken:
-            raise UsageError(f"PXE bundle: {path} is already a boot file", hint="choose another name")
+        destination = "/" + name.lstrip("/") if name.strip("/") else name
         if isinstance(source, bytes):
-            files.append(PlannedFile(path, Origin.USER, "bytes", len(source), data=source))
+            files.append(MediaFile(destination, content=source))
         else:
-            if not source.is_file():
-                raise UsageError(f"extra PXE file {source} is not a regular file", path=source)
-            files.append(PlannedFile(path, Origin.USER, str(source), source.stat().st_size, host=source))
-    return files
+            files.append(MediaFile(destination, source=Path(source)))
+    return tuple(files)
 
 
 def check_output(out: Path, *, archive: bool | None, overwrite: bool) -> tuple[Path, bool]:
@@ -211,7 +210,7 @@ def build_pxe(
                 write_iso_file(plan.iso, products, scratch, iso_file, clock, reporting)
                 products[ISO_PRODUCT] = iso_file
             with timed_step(clock, reporting, StepKind.PXE, PXE_PRODUCT) as record:
-                bundle = _bundle(resolve(plan.files, products))
+                bundle = _bundle(plan.files, products)
                 bundle.write(out, archive=as_archive, overwrite=overwrite, link_from=scratch)
                 record.tool = "tar.gz" if as_archive else "folder"
     except BaseException:
@@ -235,8 +234,9 @@ def build_pxe(
     )
 
 
-def _bundle(files: Iterable[tuple[PurePosixPath, Path | bytes]]) -> PxeBundle:
+def _bundle(files: tuple[PlannedFile, ...], products: Products) -> PxeBundle:
     bundle = PxeBundle()
-    for path, source in files:
-        bundle.add(path, source)
+    modes = {f.path: f.mode for f in files if f.origin is Origin.USER}
+    for path, source in resolve(files, products):
+        bundle.add(path, source, mode=modes.get(path))
     return bundle

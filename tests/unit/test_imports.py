@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "liveos.__main__": 9,
     "liveos.cli": 9,
     "liveos.live": 8,
+    "liveos.customizer": 7,  # below the facade: LiveOS.with_config calls it; it sees LiveOS as a Protocol
     "liveos.boottest": 8,
     "liveos.inspection": 8,
     "liveos.verification": 8,
@@ -43,6 +44,8 @@ LAYERS: dict[str, int] = {
     "liveos.errors": 1,
     "liveos.interrupts": 1,
     "liveos.layout": 1,
+    "liveos.mediafiles": 1,
+    "liveos.packages": 1,
     "liveos.plan": 1,
     "liveos.progress": 1,
     "liveos.progress_display": 1,

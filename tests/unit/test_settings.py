@@ -13,7 +13,15 @@ from liveos import settings
 from liveos.cli import _parser
 from liveos.errors import UsageError
 from liveos.live import LiveOS
-from liveos.settings import Compression, InitramfsMode, LiveSettings, Preset, SELinux
+from liveos.settings import (
+    Compression,
+    InitramfsMode,
+    KdumpBootFiles,
+    LiveSettings,
+    MediaFile,
+    Preset,
+    SELinux,
+)
 
 USAGE = Path(__file__).parent.parent.parent / "docs" / "usage.md"
 
@@ -33,6 +41,8 @@ def test_every_setting_has_its_method_and_the_method_sets_it() -> None:
         "compression": ("xz",),
         "compression_level": (Compression.ZSTD, 9),
         "hybrid": (False,),
+        "media_files": (MediaFile("/notes.txt", content=b"hi"),),
+        "kdump_boot_files": ("keep",),
         "cache": (False,),
     }
     assert set(samples) == {name for name, _, _ in settings.table()}, "a new setting needs a sample here"
@@ -58,6 +68,8 @@ def test_cli_flags_map_to_the_same_settings_as_the_methods() -> None:
             "iso", "disk.raw", "-o", "x.iso", "--label", "MYLIVE", "--mode", "full-os",
             "--kernel-arg", "quiet", "--kernel-arg", "a b", "--selinux", "disable", "--preset", "small",
             "--compression", "xz", "--compression-level", "9", "--no-hybrid",
+            "--add-file", "/etc/hostname:/seed/host", "--add-file", "/etc/passwd:/seed/run.sh:755",
+            "--kdump-boot-files", "keep",
         ]
     )  # fmt: skip
     from_cli = settings.from_cli(args)
@@ -69,6 +81,9 @@ def test_cli_flags_map_to_the_same_settings_as_the_methods() -> None:
         .with_selinux("disable")
         .with_preset("small")
         .with_hybrid(False)
+        .with_files(MediaFile("/seed/host", source=Path("/etc/hostname")))
+        .with_files(MediaFile("/seed/run.sh", source=Path("/etc/passwd"), mode=0o755))
+        .with_kdump_boot_files(KdumpBootFiles.KEEP)
     )
     assert from_cli == live.settings
     assert settings.from_cli(_parser().parse_args(["iso", "d", "-o", "x"])) == LiveSettings()
@@ -98,6 +113,10 @@ def test_defaults_come_from_the_table_only() -> None:
         ("kernel_args", ("",), "empty"),
         ("kernel_args", ("a\nb",), "control character"),
         ("hybrid", "yes", "not a boolean"),
+        ("kdump_boot_files", "crash", "not one of"),
+        ("media_files", ("nocolon",), "not SRC:DEST"),
+        ("media_files", ("a:relative/dest",), "not absolute"),
+        ("media_files", "/a:/b", "sequence of MediaFile"),
         ("colour", "blue", "unknown setting"),
     ],
 )
@@ -142,8 +161,17 @@ def test_to_dict_is_json() -> None:
         "compression": None,
         "compression_level": None,
         "hybrid": True,
+        "media_files": [],
+        "kdump_boot_files": "none",
         "cache": True,
     }
+    files = LiveSettings(
+        media_files=(MediaFile("/a", content=b"xy"), MediaFile("/b", source=Path("/s"), mode=0o600))
+    ).to_dict()["media_files"]
+    assert json.loads(json.dumps(files)) == [
+        {"destination": "/a", "content_size": 2, "mode": "0644"},
+        {"destination": "/b", "source": "/s", "mode": "0600"},
+    ]
 
 
 def test_the_docs_show_the_table() -> None:
