@@ -134,6 +134,10 @@ class LiveOS:
         """Whether the ISO also carries USB partition tables (default: yes)."""
         return self.with_settings(hybrid=hybrid)
 
+    def with_implant_md5(self, implant: bool) -> LiveOS:
+        """Whether the ISO carries an implanted MD5 for ``checkisomd5``/``rd.live.check`` (default: yes)."""
+        return self.with_settings(implant_md5=implant)
+
     # -- plan and build ------------------------------------------------------------------------
     def plan(
         self,

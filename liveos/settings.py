@@ -349,6 +349,17 @@ class LiveSettings:
             boolean=True,
         ),
     )
+    implant_md5: bool = _setting(
+        True,
+        SettingSpec(
+            "ISO: implant an MD5 in the volume descriptor as `implantisomd5` does, so `checkisomd5`, "
+            "`liveos verify` and the kernel argument `rd.live.check` can check the medium",
+            "with_implant_md5",
+            "--implant-md5",
+            _bool,
+            boolean=True,
+        ),
+    )
     media_files: tuple[MediaFile, ...] = _setting(
         (),
         SettingSpec(

@@ -18,6 +18,8 @@ Each check reads the medium (never mounts it) and says ok or why not:
 * ``root-image``: the squashfs (``unsquashfs -pf /dev/null`` decompresses every block) or the
   full-os CPIO (every member read to the end) is readable end to end.
 * ``state``: ``/liveos/state.json`` parses strictly and matches the medium's mode.
+* ``md5``: the MD5 implanted in an ISO's volume descriptor (``implantisomd5``'s format, what
+  ``checkisomd5`` and ``rd.live.check`` verify) matches the ISO; an ISO without one passes.
 
 A bootstrap PXE bundle's ISO is checked too (the checks named ``live.iso: ...``). Damaged media
 fail the check concerned and leave the others alone; a missing host tool is a
@@ -57,6 +59,7 @@ from liveos.inspection import (
     open_media,
     read_state,
 )
+from liveos.iso import isomd5
 from liveos.iso.hybrid import ESP_TYPE, SECTOR, GptHeader, GptPartition, MbrPartition
 from liveos.layout import EFIBOOT_PATH, FULL_OS_INITRD, SQUASHFS_PATH
 from liveos.run import output, run
@@ -90,6 +93,7 @@ class CheckKind(enum.StrEnum):
     INITRD_MODULES = "initrd-modules"
     ROOT_IMAGE = "root-image"
     STATE = "state"
+    MD5 = "md5"
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,8 @@ def _checks(media: Media, *, carried: str = "", pxe: bool | None = None) -> list
         (CheckKind.INITRD_MODULES, lambda: facts.check_initrd_modules(pxe)),
         (CheckKind.ROOT_IMAGE, facts.check_root_image),
     ]
+    if isinstance(media, IsoMedia):
+        runs.append((CheckKind.MD5, facts.check_md5))
     checks = [_run(kind, check, carried) for kind, check in runs]
     if media.kind is not MediaKind.ISO:
         checks += facts.carried_checks()
@@ -410,6 +416,17 @@ class _Facts:
             raise _Failed(problems)
         return (
             "protective MBR, primary and backup GPT (headers and entries, CRCs) agree; ESP = El Torito image"
+        )
+
+    # -- the implanted MD5 ----------------------------------------------------------------------
+    def check_md5(self) -> str:
+        with self.media.path.open("rb") as f:
+            implanted = isomd5.check(f)
+        if implanted is None:
+            return "no implanted MD5 (written with --no-implant-md5, or not by liveos)"
+        return (
+            f"implanted MD5 {implanted.md5} matches (the volume but its last "
+            f"{implanted.skip_sectors} sectors, as checkisomd5 sums it)"
         )
 
     # -- initrds -------------------------------------------------------------------------------

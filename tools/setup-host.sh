@@ -3,13 +3,14 @@
 # .venv with liveos (editable) and the dev tools. Idempotent: re-running only checks.
 # bubblewrap: the sandbox for programs from images; busybox-static: the tests' hostile images;
 # qemu-system-common: qemu-storage-daemon, which exports qcow2/vhd/vhdx images as raw files (FUSE).
+# isomd5sum: checkisomd5, the tests' independent checker of the MD5 liveos implants in ISOs.
 set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="python3 python3-venv python3-pip qemu-utils squashfs-tools mtools dosfstools fdisk gdisk util-linux
 mount e2fsprogs xfsprogs btrfs-progs zstd xz-utils cpio libarchive-tools xorriso
 qemu-system-x86 ovmf mmdebstrap debian-archive-keyring ca-certificates socat openssl grub-common
-bubblewrap busybox-static qemu-system-common"
+bubblewrap busybox-static qemu-system-common isomd5sum"
 
 missing=""
 for p in $PACKAGES; do

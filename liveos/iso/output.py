@@ -86,7 +86,8 @@ def _build_plan(
 
 def _iso_detail(settings: LiveSettings) -> str:
     usb = "hybrid GPT for USB" if settings.hybrid else "CD only"
-    return f"pycdlib: ISO 9660 level 3 + Rock Ridge + Joliet, El Torito EFI, {usb}"
+    md5 = ", implanted MD5 (checkisomd5)" if settings.implant_md5 else ""
+    return f"pycdlib: ISO 9660 level 3 + Rock Ridge + Joliet, El Torito EFI, {usb}{md5}"
 
 
 def host_file(media_path: PurePosixPath, host: Path, root: Path) -> PlannedFile:
@@ -148,7 +149,7 @@ def write_iso_file(
             else:
                 writer.add_file(str(media_path), source, mode=modes.get(media_path))
         writer.set_efi_boot(str(EFIBOOT_PATH))
-        written = writer.write(out, hybrid=plan.settings.hybrid)
+        written = writer.write(out, hybrid=plan.settings.hybrid, implant_md5=plan.settings.implant_md5)
         record.size, record.tool = written.size, "pycdlib"
     return written
 

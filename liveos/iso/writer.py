@@ -4,11 +4,15 @@ Format: ISO 9660 interchange level 3 (files >= 4 GiB as multi-extent) + Rock Rid
 names, modes and symlinks: what Linux and grub read) + Joliet level 3 (long names for Windows) +
 an El Torito catalog with ONE UEFI (platform 0xEF) no-emulation entry for the FAT boot image.
 With ``hybrid=True`` a GPT is written into the system area so the same file boots from a USB disk
-(see :mod:`liveos.iso.hybrid`).
+(see :mod:`liveos.iso.hybrid`). Last, an MD5 is implanted in the primary volume descriptor the
+way ``implantisomd5`` does, so ``checkisomd5`` and dracut's ``rd.live.check`` can verify the medium
+(see :mod:`liveos.iso.isomd5`).
 
 The tree is collected in memory first and handed to pycdlib in sorted order at :meth:`write`, so
-the output does not depend on the order of ``add_*`` calls. File data is streamed: pycdlib opens
-each source file only while copying it (no file descriptor per file is held).
+the output does not depend on the order of ``add_*`` calls. File data is streamed: each source
+file is open only while it is copied (no file descriptor per file is held). Holes in a source are
+neither read nor written and all-zero blocks are not written (:class:`_SparseSource`,
+:class:`_SparseOutput`): a sparse disk image gives a sparse ISO with the same bytes.
 
 Label: grub (``search --label``) reads the *Joliet* volume id when Joliet is present and dracut
 (``root=live:CDLABEL=``) uses blkid, which also prefers Joliet. The Joliet id holds 16 UCS-2
@@ -41,13 +45,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from time import struct_time
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import pycdlib
 
 from liveos.atomic import atomic_output
 from liveos.errors import HostError, ImageError, InternalError, UsageError
 from liveos.iso.hybrid import Extent, PartitionScheme, make_hybrid
+from liveos.iso.isomd5 import implant
 from liveos.progress import Unit, current
 from liveos.reproducible import source_date_epoch
 from liveos.result import fd_sha256
@@ -57,6 +62,7 @@ log = logging.getLogger("liveos.iso")
 
 _BLOCK = 2048
 _WRITE_BLOCKSIZE = 1024 * 1024
+_ZEROS = bytes(_WRITE_BLOCKSIZE)  #: what an all-zero copy block is compared with
 _ISO_FILE_MAX = 30  # Ecma-119 7.5.2: name + extension of a file identifier
 _ISO_DIR_MAX = 31  # Ecma-119 7.6.3
 _JOLIET_MAX = 64  # Joliet: 64 UCS-2 characters per name
@@ -95,6 +101,7 @@ class WrittenIso:
     efi_image_offset: int | None
     efi_image_size: int | None
     sha256: str  #: of the whole file, hashed while the atomic output was synced
+    md5: str | None = None  #: the MD5 implanted for checkisomd5 (not the file's), None when not
 
 
 class IsoWriter:
@@ -160,11 +167,13 @@ class IsoWriter:
         *,
         hybrid: bool = True,
         scheme: PartitionScheme = PartitionScheme.GPT,
+        implant_md5: bool = True,
     ) -> WrittenIso:
         """Write the ISO to ``out`` atomically; return its size and the boot image's extent.
 
         ``hybrid=False`` writes a plain (optical-only) ISO; otherwise a GPT (or a hybrid MBR,
         see ``scheme``) with an ESP over the boot image makes it bootable from a USB disk too.
+        ``implant_md5=False`` leaves out the implanted MD5 (which costs one more read of the file).
         """
         if hybrid and self._efi_image is None:
             raise UsageError("a hybrid ISO needs an EFI boot image", hint="call set_efi_boot() first")
@@ -187,7 +196,7 @@ class IsoWriter:
             )
             stack.callback(iso.close)
             iso.set_relocated_name(_RELOCATED_ISO, _RELOCATED_RR)
-            efi_iso_path = self._populate(iso)
+            efi_iso_path = self._populate(iso, stack)
             if efi_iso_path is not None:
                 self._add_eltorito(iso, efi_iso_path)
             fp = stack.enter_context(atomic_output(out))
@@ -196,8 +205,13 @@ class IsoWriter:
             def written(done: int, total: int, opaque: object) -> None:
                 step.advance(done, total, Unit.BYTES)
 
+            sparse = _SparseOutput(fp)  # pycdlib only writes, seeks and tells: typed as a file
             try:
-                iso.write_fp(fp, blocksize=_WRITE_BLOCKSIZE, progress_cb=written if step.active else None)
+                iso.write_fp(
+                    cast(BinaryIO, sparse),
+                    blocksize=_WRITE_BLOCKSIZE,
+                    progress_cb=written if step.active else None,
+                )
             except pycdlib.pycdlibexception.PyCdlibException as exc:
                 raise ImageError(f"writing the ISO failed: {exc}", path=out) from exc
             except OSError as exc:
@@ -205,6 +219,7 @@ class IsoWriter:
                 raise HostError(
                     f"writing the ISO failed: {exc.strerror}", path=where, hint=_io_hint(exc)
                 ) from exc
+            sparse.close()
             iso_size = fp.tell()
             extent = None
             if efi_iso_path is not None:
@@ -213,6 +228,8 @@ class IsoWriter:
             size = iso_size
             if hybrid and extent is not None:
                 size = make_hybrid(fp, iso_size=iso_size, esp=extent, scheme=scheme)
+            # After the partition tables (the sum covers the system area), before the file's hash.
+            md5 = implant(fp).md5 if implant_md5 else None
             fp.flush()
             digest = hashing.submit(_sha256_of_copy, os.dup(fp.fileno()))
         return WrittenIso(
@@ -222,6 +239,7 @@ class IsoWriter:
             None if extent is None else extent.offset,
             None if extent is None else extent.size,
             digest.result(),
+            md5,
         )
 
     # -- internals ------------------------------------------------------------------------
@@ -266,7 +284,7 @@ class IsoWriter:
             else:
                 log.warning("skipping %s: special files cannot go on the ISO", path)
 
-    def _populate(self, iso: Any) -> str | None:
+    def _populate(self, iso: Any, stack: contextlib.ExitStack) -> str | None:
         """Hand the tree to pycdlib, parents first; return the ISO 9660 path of the boot image."""
         efi_iso_path = None
         todo: list[tuple[_Node, str, str, tuple[str, ...]]] = [(self._root, "", "", ())]
@@ -283,7 +301,7 @@ class IsoWriter:
                 joliet_path = f"{joliet_dir}/{joliet_names[name]}"
                 parts = (*rr_parts, name)
                 try:
-                    _add_one(iso, child, name, iso_path, joliet_path)
+                    _add_one(iso, child, name, iso_path, joliet_path, stack)
                 except pycdlib.pycdlibexception.PyCdlibException as exc:
                     raise ImageError(f"cannot add /{'/'.join(parts)} to the ISO: {exc}") from exc
                 if child.kind is _Kind.DIR:
@@ -314,16 +332,19 @@ class IsoWriter:
         )
 
 
-def _add_one(iso: Any, node: _Node, name: str, iso_path: str, joliet_path: str) -> None:
-    """Add one entry to the pycdlib object (its parent already exists)."""
+def _add_one(
+    iso: Any, node: _Node, name: str, iso_path: str, joliet_path: str, stack: contextlib.ExitStack
+) -> None:
+    """Add one entry to the pycdlib object (its parent already exists); files close with ``stack``."""
     if node.kind is _Kind.DIR:
         iso.add_directory(iso_path, rr_name=name, joliet_path=joliet_path, file_mode=0o040000 | node.mode)
     elif node.kind is _Kind.SYMLINK:
         iso.add_symlink(iso_path, rr_symlink_name=name, rr_path=node.target, joliet_path=None)
     elif isinstance(node.source, Path):
-        _stat_regular(node.source)
-        iso.add_file(
-            str(node.source),
+        size = _stat_regular(node.source).st_size
+        iso.add_fp(
+            stack.enter_context(_SparseSource(node.source)),
+            size,
             iso_path + ";1",
             rr_name=name,
             joliet_path=joliet_path,
@@ -454,6 +475,133 @@ def _frozen_clock(epoch: int) -> Iterator[None]:
     finally:
         for module in patched:
             module.time = time  # type: ignore[attr-defined]
+
+
+class _SparseOutput:
+    """The output as pycdlib sees it: an all-zero write at or past the end is skipped (a hole).
+
+    A sparse input (a raw disk image with unallocated space) then makes a sparse ISO instead of
+    gigabytes of written zeros. Writes below the end are always made (those bytes may hold data),
+    and :meth:`close` grows the file over a trailing hole, so the content is exactly what writing
+    every byte would give: a hole reads as zeros.
+    """
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+        self._pos = fp.tell()
+        self._end = os.fstat(fp.fileno()).st_size
+
+    def write(self, data: bytes) -> int:
+        size = len(data)
+        if not size:
+            return 0  # an empty write does not extend a file
+        if self._pos >= self._end and data == _ZEROS[:size]:
+            self._pos = self._end = self._pos + size
+            return size
+        if self._fp.tell() != self._pos:
+            self._fp.seek(self._pos)
+        self._fp.write(data)
+        self._pos += size
+        self._end = max(self._end, self._pos)
+        return size
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._end}[whence]
+        if base + offset < 0:
+            raise InternalError(f"seek to {base + offset} in the ISO output")
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        """Extend the file to its logical end; leave the real file's offset where this one is."""
+        self._fp.flush()
+        if os.fstat(self._fp.fileno()).st_size < self._end:
+            self._fp.truncate(self._end)
+        self._fp.seek(self._pos)
+
+
+class _SparseSource:
+    """A source file as pycdlib reads it: open only while read, holes returned without reading.
+
+    pycdlib reads each file once, front to back, in ``_WRITE_BLOCKSIZE`` blocks. A block that lies
+    in a hole (``SEEK_DATA``) is :data:`_ZEROS` itself, not read from disk, and
+    :class:`_SparseOutput` leaves it a hole: a sparse disk image costs neither reads nor writes.
+    The file is opened at the first read and closed at its end (no descriptor per file is held);
+    :meth:`close` covers a write that stops half-way.
+    """
+
+    mode = "rb"  #: pycdlib's add_fp wants a binary file
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._size = 0  #: of the open file
+        self._pos = 0
+        self._hole = (0, 0)  #: a known hole [start, end) of the open file
+
+    def __enter__(self) -> _SparseSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._open()[1]}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        fd, file_size = self._open()
+        start = self._pos
+        end = file_size if size < 0 else min(start + size, file_size)
+        if start < end and not self._hole[0] <= start < end <= self._hole[1]:
+            self._hole = (start, _next_data(fd, start, file_size))
+        if start < end <= self._hole[1]:
+            data = _ZEROS if end - start == len(_ZEROS) else bytes(end - start)
+        else:
+            data = _pread_all(fd, end - start, start)
+        self._pos += len(data)
+        if self._pos >= file_size:
+            self.close()
+        return data
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _open(self) -> tuple[int, int]:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            self._size = os.fstat(self._fd).st_size
+            self._hole = (0, 0)
+        return self._fd, self._size
+
+
+def _next_data(fd: int, offset: int, size: int) -> int:
+    """Where data starts at or after ``offset`` (``offset`` itself outside a hole, ``size`` if none)."""
+    try:
+        return min(os.lseek(fd, offset, os.SEEK_DATA), size)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return size  # a hole up to the end
+        return offset  # no hole information: read everything
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset`` (fewer only at the end of the file)."""
+    chunks = []
+    while size > 0 and (chunk := os.pread(fd, size, offset)):
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
 
 
 def _sha256_of_copy(fd: int) -> str:

@@ -7,11 +7,10 @@ mtools) rather than by pycdlib alone. The boots are in tests/integration/test_is
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import shutil
 import stat
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -406,31 +405,101 @@ def test_hybrid_refuses_a_non_empty_system_area(tmp_path: Path) -> None:
             make_hybrid(fp, iso_size=64 * 1024, esp=Extent(36 * 1024, 2048))
 
 
-# -- big files (opt-in: writes ~4.1 GiB) ------------------------------------------------------
-@pytest.mark.skipif(
-    not os.environ.get("LIVEOS_SLOW_TESTS"), reason="set LIVEOS_SLOW_TESTS=1 (writes 4.1 GiB)"
-)
-def test_file_over_4gib_is_multi_extent(tmp_path: Path) -> None:
-    if shutil.disk_usage(tmp_path).free < 12 * 1024**3:
-        pytest.skip("needs 12 GiB free")
-    big = tmp_path / "big.img"
-    size = 4 * 1024**3 + 4096 + 123
-    with open(big, "wb") as fp:
+# -- sparse files (the 4 GiB multi-extent file is in tests/integration/test_large_files.py) ------
+def test_sparse_output_writes_what_a_plain_file_would(tmp_path: Path) -> None:
+    """Random writes (zero and not, past the end and over data) and seeks, against BytesIO."""
+    import random
+
+    from liveos.iso.writer import _ZEROS, _SparseOutput
+
+    rng = random.Random(14)
+    for round_ in range(40):
+        oracle = io.BytesIO()
+        with open(tmp_path / f"out{round_}", "w+b") as fp:
+            sparse = _SparseOutput(fp)
+            for _ in range(30):
+                op = rng.randrange(4)
+                if op == 0:
+                    where = rng.choice([0, 1, 2047, 5000, 2**20 + 3])
+                    whence = rng.choice([os.SEEK_SET, os.SEEK_CUR, os.SEEK_END])
+                    assert sparse.seek(where, whence) == oracle.seek(where, whence)
+                else:
+                    size = rng.choice([0, 1, 2048, 3000, len(_ZEROS)])
+                    data = bytes(size) if op < 3 else rng.randbytes(size)
+                    assert sparse.write(data) == oracle.write(data)
+                assert sparse.tell() == oracle.tell()
+            sparse.close()
+            assert fp.tell() == oracle.tell()
+        assert (tmp_path / f"out{round_}").read_bytes() == oracle.getvalue(), round_
+
+
+def test_sparse_source_reads_holes_as_zeros_without_reading_them(tmp_path: Path) -> None:
+    import random
+
+    from liveos.iso.writer import _ZEROS, _SparseSource
+
+    block = len(_ZEROS)
+    path = tmp_path / "sparse.img"
+    with open(path, "wb") as fp:
+        fp.truncate(8 * block + 100)
+        fp.seek(2 * block + 5)
+        fp.write(b"x" * 5000)
+        fp.seek(8 * block + 90)
+        fp.write(b"0123456789")
+    expected = path.read_bytes()
+    fds = len(os.listdir("/proc/self/fd"))
+    with _SparseSource(path) as source:
+        assert len(os.listdir("/proc/self/fd")) == fds  # opened at the first read only
+        source.seek(4 * block)
+        assert source.read(block) is _ZEROS  # a hole: not read from disk
+        rng = random.Random(14)
+        for _ in range(300):
+            where = rng.randrange(len(expected) + 10)
+            source.seek(where)
+            size = rng.choice([1, 2048, block, 2 * block])
+            assert source.read(size) == expected[where : where + size], (where, size)
+            assert source.tell() == min(where + size, max(where, len(expected)))
+        source.seek(8 * block)
+        assert source.read(block) == expected[8 * block :]
+        assert len(os.listdir("/proc/self/fd")) == fds  # closed at the end of the file
+        source.seek(0)
+        assert source.read(10) == bytes(5) * 2
+        source.seek(-30, os.SEEK_END)
+        assert source.read() == expected[-30:]
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_sparse_input_gives_the_same_iso_with_holes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sparse file and a dense copy of it make byte-identical ISOs; the holes stay holes."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    size = 64 * 1024**2 + 777
+    sparse = tmp_path / "sparse.img"
+    with open(sparse, "wb") as fp:
         fp.truncate(size)
-        fp.seek(size - 5)
-        fp.write(b"tail!")
-    writer = IsoWriter("BIG")
-    writer.add_file("/liveos/rootfs.img", big)
-    iso = tmp_path / "big.iso"
-    writer.write(iso, hybrid=False)
-    with IsoReader(iso) as reader:
-        assert reader.entry("/liveos/rootfs.img").size == size
-    listing = output(["bsdtar", "-tvf", iso])
-    assert str(size) in listing
-    tail = subprocess.run(
-        ["bsdtar", "-xOf", iso, "liveos/rootfs.img"], stdout=subprocess.PIPE, check=True
-    ).stdout[-5:]
-    assert tail == b"tail!"
+        for offset in (0, 3 * 1024**2 - 10, 40 * 1024**2 + 5, size - 3):
+            fp.seek(offset)
+            fp.write(b"data" * 800 if offset < size - 3 else b"end")
+    dense = tmp_path / "dense.img"
+    dense.write_bytes(sparse.read_bytes())
+    assert os.stat(sparse).st_blocks < os.stat(dense).st_blocks
+    written = {}
+    for name, source in (("sparse", sparse), ("dense", dense)):
+        writer = IsoWriter("SPARSE")
+        writer.add_file("/liveos/rootfs.img", source)
+        writer.add_bytes("/zz-last.txt", b"last\n")  # data after the big file's holes
+        (tmp_path / name).mkdir()
+        written[name] = writer.write(tmp_path / name / "s.iso", hybrid=False)
+    sparse_iso, dense_iso = (tmp_path / "sparse" / "s.iso"), (tmp_path / "dense" / "s.iso")
+    content = sparse_iso.read_bytes()
+    assert content == dense_iso.read_bytes()
+    assert written["sparse"].sha256 == hashlib.sha256(content).hexdigest() == written["dense"].sha256
+    assert written["sparse"].size == len(content)
+    assert os.stat(sparse_iso).st_blocks * 512 < 16 * 1024**2  # most of the 64 MiB is a hole
+    out = tmp_path / "x"
+    out.mkdir()
+    run(["bsdtar", "-xf", sparse_iso, "-C", out])
+    assert (out / "liveos" / "rootfs.img").read_bytes() == dense.read_bytes()
+    assert (out / "zz-last.txt").read_bytes() == b"last\n"
 
 
 # -- hostile ISOs (regressions: every byte of an ISO is untrusted) ----------------------------
