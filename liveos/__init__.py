@@ -47,6 +47,7 @@ from liveos.settings import (
     MediaFile,
     OutputKind,
     Preset,
+    RootFsFormat,
     SELinux,
 )
 from liveos.verification import Check, CheckKind, VerifyReport, verify
@@ -90,6 +91,7 @@ __all__ = [
     "ProgressEvent",
     "PxeBundle",
     "RootFs",
+    "RootFsFormat",
     "SELinux",
     "SourceImage",
     "StepKind",

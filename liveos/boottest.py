@@ -1,4 +1,5 @@
-"""Boot an artifact headless under QEMU + OVMF and wait for a marker line on the serial console.
+"""Boot an artifact headless under QEMU + OVMF (or SeaBIOS) and wait for a marker line on the
+serial console.
 
 Used by liveos's own tests and offered to library users who want to prove that a converted
 image really boots. Success is the marker ONLY: a live boot prints ``[FAILED] Failed to mount
@@ -51,10 +52,17 @@ OVMF_DIR = Path("/usr/share/OVMF")
 
 
 class Firmware(enum.StrEnum):
-    """OVMF build: plain UEFI, or Secure Boot enforcing with the Microsoft keys enrolled."""
+    """OVMF build: plain UEFI, or Secure Boot enforcing with the Microsoft keys enrolled; or
+    SeaBIOS, QEMU's default firmware (BIOS boot: no flash drives)."""
 
     UEFI = "uefi"
     UEFI_SECURE_BOOT = "uefi-sb"
+    BIOS = "bios"
+
+    @property
+    def is_uefi(self) -> bool:
+        """OVMF (code and variable flash), not SeaBIOS."""
+        return self is not Firmware.BIOS
 
     @property
     def code(self) -> Path:
@@ -95,7 +103,8 @@ class CdBus(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Disk:
-    """A disk image (raw/qcow2/vpc/vhdx, auto-detected), opened ``snapshot=on`` so it stays pristine.
+    """A disk image (raw/qcow2/vpc/vhdx, auto-detected), opened ``snapshot=on`` so it stays pristine
+    (``writable=True``: written through, so a second boot sees the first one's changes).
 
     A hybrid ISO attached as a disk is how a USB stick boots.
     """
@@ -103,6 +112,7 @@ class Disk:
     path: Path
     bus: DiskBus = DiskBus.VIRTIO
     format: str | None = None  # qemu format name; None = ask qemu-img
+    writable: bool = False  #: the guest's writes reach the file (a persistent USB), no snapshot
 
 
 @dataclass(frozen=True)
@@ -182,7 +192,7 @@ class BootResult:
 def check_host(config: BootConfig) -> None:
     """Raise :class:`HostError` naming what is missing (QEMU, OVMF, socat) before starting."""
     which(QEMU)
-    for path in (config.firmware.code, config.firmware.vars_template):
+    for path in (config.firmware.code, config.firmware.vars_template) if config.firmware.is_uefi else ():
         if not path.is_file():
             raise HostError(f"OVMF firmware file {path} is missing", path=path, hint="apt-get install ovmf")
     if config.http_root is not None:
@@ -213,7 +223,8 @@ def _disk_args(disk: Disk, index: int, bootindex: int | None) -> list[str]:
     fmt = disk.format or _image_format(disk.path)
     drive_id = f"d{index}"
     boot = "" if bootindex is None else f",bootindex={bootindex}"
-    drive = ["-drive", f"file={disk.path},format={fmt},if=none,id={drive_id},snapshot=on"]
+    snapshot = "" if disk.writable else ",snapshot=on"
+    drive = ["-drive", f"file={disk.path},format={fmt},if=none,id={drive_id}{snapshot}"]
     device = {
         DiskBus.VIRTIO: ["-device", f"virtio-blk-pci,drive={drive_id}{boot}"],
         DiskBus.AHCI: ["-device", f"ide-hd,drive={drive_id}{boot}"],
@@ -280,9 +291,14 @@ def qemu_argv(
         QEMU, "-machine", machine, "-m", str(config.memory_mib), "-smp", str(config.smp), *accel,
         "-display", "none", "-monitor", "none", "-no-user-config", "-serial", f"file:{log_path}",
         "-device", "virtio-rng-pci",
-        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={config.firmware.code}",
-        "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
     ]  # fmt: skip
+    if config.firmware.is_uefi:
+        argv += [
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={config.firmware.code}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+        ]  # fmt: skip
+    else:  # SeaBIOS, QEMU's default; no VGA: under TCG the guest's bochs-drm stalls boots ~100 s
+        argv += ["-vga", "none"]
     if config.firmware is Firmware.UEFI_SECURE_BOOT:
         argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     argv += _net_args(config, http_port) + _media_args(config.media)
@@ -366,7 +382,8 @@ def boot(config: BootConfig, poll_interval: float = 0.5) -> BootResult:
             log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_bytes(b"")
         vars_copy = run_dir / "OVMF_VARS.fd"
-        shutil.copyfile(config.firmware.vars_template, vars_copy)
+        if config.firmware.is_uefi:
+            shutil.copyfile(config.firmware.vars_template, vars_copy)
         port = stack.enter_context(http_server(config.http_root)) if config.http_root else None
         argv = qemu_argv(config, vars_copy, log_path, port)
         stderr_path = run_dir / "qemu.stderr"

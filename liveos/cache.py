@@ -138,19 +138,28 @@ def default_cache_dir() -> Path:
 _SIZE = re.compile(r"(\d+)(?:([KMGT])(?:I?B)?|B)?")
 
 
+def parse_size(text: str) -> int | None:
+    """Bytes of ``text``: a number, optionally with K, M, G or T (powers of 1024, ``8G`` =
+    ``8GiB`` = ``8GB``; case-insensitive); None when it is not a size."""
+    match = _SIZE.fullmatch(text.strip().upper())
+    if match is None:
+        return None
+    return int(match.group(1)) << (10 * " KMGT".index(match.group(2) or " "))
+
+
 def default_max_bytes() -> int:
     """The cache's size cap: ``$LIVEOS_CACHE_MAX`` (bytes, or with a K/M/G/T suffix: powers of
     1024, ``8G`` = ``8GiB``) else 8 GiB. A malformed value is a :class:`~liveos.errors.UsageError`."""
     value = os.environ.get(ENV_CACHE_MAX, "").strip()
     if not value:
         return DEFAULT_MAX_BYTES
-    match = _SIZE.fullmatch(value.upper())
-    if match is None:
+    size = parse_size(value)
+    if size is None:
         raise UsageError(
             f"{ENV_CACHE_MAX}={value!r} is not a size",
             hint=f"set {ENV_CACHE_MAX} to a number of bytes, optionally with K, M, G or T (e.g. 8G)",
         )
-    return int(match.group(1)) << (10 * " KMGT".index(match.group(2) or " "))
+    return size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -736,4 +745,5 @@ __all__ = [
     "cache_key",
     "default_cache_dir",
     "default_max_bytes",
+    "parse_size",
 ]

@@ -41,6 +41,7 @@ from liveos.settings import (
     MediaFile,
     OutputKind,
     Preset,
+    RootFsFormat,
     SELinux,
 )
 
@@ -138,6 +139,21 @@ class LiveOS:
         """Whether the ISO carries an implanted MD5 for ``checkisomd5``/``rd.live.check`` (default: yes)."""
         return self.with_settings(implant_md5=implant)
 
+    def with_rootfs_format(self, fmt: RootFsFormat | str) -> LiveOS:
+        """The bootstrap root image's filesystem: ``squashfs`` (default) or ``erofs`` (needs the
+        image's dracut to mount erofs, e.g. Debian 13's; checked when planning)."""
+        return self.with_settings(rootfs_format=fmt)
+
+    def with_bios(self, bios: bool) -> LiveOS:
+        """Whether an x86-64 ISO also boots under BIOS, as a CD and from USB (default: yes); off
+        gives a UEFI-only ISO."""
+        return self.with_settings(bios=bios)
+
+    def with_persistence(self, size: int | str | None) -> LiveOS:
+        """A writable partition of ``size`` (bytes, or ``"1G"``) after the ISO data, for dracut's
+        overlay on a USB disk written from the ISO: changes survive a reboot (None: no partition)."""
+        return self.with_settings(persistence=size)
+
     # -- plan and build ------------------------------------------------------------------------
     def plan(
         self,
@@ -165,6 +181,11 @@ class LiveOS:
             if base_url is not None or file_url is not None:
                 raise UsageError("bootstrap URLs belong to PXE plans", hint="plan('pxe', ...)")
             return plan_iso(self.image, self.settings, label, cache=cache)
+        if self.settings.persistence is not None:
+            raise UsageError(
+                "persistence is for an ISO written to a USB disk; a PXE boot has no disk to keep it on",
+                hint="plan('iso') or drop with_persistence()",
+            )
         return plan_pxe(
             self.image,
             self.settings,

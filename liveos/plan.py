@@ -33,8 +33,10 @@ class StepKind(enum.StrEnum):
 
     DRACUT = "dracut"  #: a bootstrap initrd, by the image's dracut (one per kernel)
     SQUASHFS = "squashfs"  #: the bootstrap root image
+    EROFS = "erofs"  #: the bootstrap root image as erofs (``rootfs_format`` erofs)
     CPIO = "cpio"  #: the full-os initrd
     EFIBOOT = "efiboot"  #: the El Torito FAT image
+    BIOSBOOT = "biosboot"  #: GRUB's i386-pc El Torito image (BIOS boot, ``grub-mkimage``)
     ISO = "iso"  #: an ISO file (the output, or the one a bootstrap PXE bundle serves)
     PXE = "pxe"  #: the TFTP tree (folder or .tar.gz)
 

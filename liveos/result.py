@@ -117,6 +117,8 @@ class BuildResult:
     steps: tuple[StepResult, ...]
     seconds: float  #: wall time of the build (steps running side by side overlap)
     plan: BuildPlan = field(repr=False)
+    #: ISO: the MD5 implanted for ``checkisomd5`` / ``rd.live.check`` (not the file's MD5)
+    implanted_md5: str | None = None
 
     def step(self, product: str) -> StepResult:
         """The result of the step that built ``product`` (KeyError if none ran)."""
@@ -138,6 +140,7 @@ class BuildResult:
             "entries": [e.to_dict() for e in self.entries],
             "steps": [s.to_dict() for s in self.steps],
             "seconds": round(self.seconds, 3),
+            "implanted_md5": self.implanted_md5,
         }
 
     def describe(self) -> str:
@@ -147,6 +150,8 @@ class BuildResult:
             f"  {self.size / 1e6:.1f} MB, sha256 {self.sha256}",
         ]
         lines.append(f"  label {self.label}")
+        if self.implanted_md5 is not None:
+            lines.append(f"  implanted MD5 {self.implanted_md5} (checkisomd5, rd.live.check)")
         for entry in self.entries:
             lines.append(f"  entry {entry.title}: {entry.cmdline_text}")
         for s in self.steps:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from liveos.cache import parse_size
 from liveos.errors import UsageError
 from liveos.mediafiles import MediaFile, validate_media_files
 from liveos.reproducible import source_date_epoch
@@ -98,6 +99,19 @@ _CPIO_PRESETS = {
     Preset.BALANCED: (Compression.ZSTD, 10),
     Preset.SMALL: (Compression.ZSTD, 19),
 }
+
+
+class RootFsFormat(enum.StrEnum):
+    """Filesystem of the bootstrap root image (``/liveos/rootfs.img``, the same path for both).
+
+    ``SQUASHFS``: every dracut's dmsquash-live mounts it. ``EROFS``: needs a dracut that detects
+    the image's filesystem (dracut-ng, e.g. Debian 13's 106; Debian 12's 059 mounts squashfs
+    only); it decompresses with less CPU than zstd squashfs, at a larger image (erofs-utils 1.5
+    has lz4hc only).
+    """
+
+    SQUASHFS = "squashfs"
+    EROFS = "erofs"
 
 
 class SELinux(enum.StrEnum):
@@ -221,6 +235,33 @@ def _optional(parse: Callable[[object], T]) -> Callable[[object], T | None]:
     return parse_optional
 
 
+#: Smallest persistence partition: room for an ext4 with its journal and some changes.
+MIN_PERSISTENCE = 16 * 1024 * 1024
+
+
+def parse_persistence(value: object) -> int | None:
+    """Bytes of the persistence partition: an int, or ``"1G"``/``"512M"`` (powers of 1024), rounded
+    up to whole MiB; None for none. UsageError for anything else or a size under 16 MiB."""
+    if value is None:
+        return None
+    size = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str):
+        size = parse_size(value)
+    if size is None:
+        raise UsageError(
+            f"persistence size {value!r} is not a size",
+            hint="give bytes or a number with K, M, G or T (powers of 1024), e.g. 1G or 512M",
+        )
+    if size < MIN_PERSISTENCE:
+        raise UsageError(
+            f"persistence size {value!r} is under {MIN_PERSISTENCE >> 20} MiB",
+            hint="give at least 16M (e.g. 256M or 1G)",
+        )
+    return -(-size // (1 << 20)) << 20
+
+
 def _bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -316,6 +357,17 @@ class LiveSettings:
             _choices(Preset),
         ),
     )
+    rootfs_format: RootFsFormat = _setting(
+        RootFsFormat.SQUASHFS,
+        SettingSpec(
+            "bootstrap root image filesystem: `squashfs` (any dracut) or `erofs` (dracut-ng's "
+            "dmsquash-live, e.g. Debian 13; not full-os mode)",
+            "with_rootfs_format",
+            "--rootfs",
+            _enum_parser(RootFsFormat),
+            _choices(RootFsFormat),
+        ),
+    )
     compression: Compression | None = _setting(
         None,
         SettingSpec(
@@ -360,6 +412,31 @@ class LiveSettings:
             boolean=True,
         ),
     )
+    bios: bool = _setting(
+        True,
+        SettingSpec(
+            "ISO, x86-64: also boot under BIOS, as a CD and from USB (GRUB's i386-pc El Torito "
+            "image and MBR code: the image's own GRUB, else the host's `grub-pc-bin`); other "
+            "architectures: no effect",
+            "with_bios",
+            "--bios",
+            _bool,
+            boolean=True,
+        ),
+    )
+    persistence: int | None = _setting(
+        None,
+        SettingSpec(
+            "ISO written to a USB disk: a writable ext4 partition of this size after the ISO data "
+            "holds dracut's overlay, so changes survive a reboot (bootstrap mode, hybrid ISO; a CD "
+            "boot keeps a RAM overlay)",
+            "with_persistence",
+            "--persistent",
+            parse_persistence,
+            metavar="SIZE",
+            default_text="none",
+        ),
+    )
     media_files: tuple[MediaFile, ...] = _setting(
         (),
         SettingSpec(
@@ -399,6 +476,16 @@ class LiveSettings:
     def __post_init__(self) -> None:
         level = self.compression_level
         compression = self.cpio_compression
+        if self.persistence is not None and self.mode is InitramfsMode.FULL_OS:
+            raise UsageError(
+                "persistence needs bootstrap mode: a full-os initrd has no dracut live overlay",
+                hint="drop --persistent or use --mode bootstrap",
+            )
+        if self.persistence is not None and not self.hybrid:
+            raise UsageError(
+                "persistence needs a hybrid ISO: the partition is for the USB disk written from it",
+                hint="drop --persistent or --no-hybrid",
+            )
         if level is not None and level not in compression.levels:
             bounds = compression.levels
             raise UsageError(
@@ -534,11 +621,13 @@ __all__ = [
     "MediaFile",
     "OutputKind",
     "Preset",
+    "RootFsFormat",
     "SELinux",
     "SettingSpec",
     "add_cli_arguments",
     "from_cli",
     "markdown_table",
+    "parse_persistence",
     "spec",
     "table",
     "validate_kernel_args",

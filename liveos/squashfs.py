@@ -60,8 +60,9 @@ def make_squashfs(
     """Write ``tree`` as a squashfs image at ``out`` (atomically) and return ``out``.
 
     The directories of excluded contents (``/proc``, ``/boot``, ...) stay, empty: dmsquash-live
-    recognises a plain root tree by its ``/proc`` directory. Extended attributes (SELinux labels)
-    are kept. ``SOURCE_DATE_EPOCH`` in the environment makes the image reproducible.
+    recognises a plain root tree by its ``/proc`` directory (dracut 059; 106 looks for ``/usr``).
+    Extended attributes (SELinux labels) are kept. ``SOURCE_DATE_EPOCH`` in the environment makes
+    the image reproducible.
     """
     with atomic_path(out) as tmp:
         argv: list[str | os.PathLike[str]] = [

@@ -10,13 +10,18 @@ Each check reads the medium (never mounts it) and says ok or why not:
   names the ISO the bundle carries, whose label is the bundle's.
 * ``efi-image``: El Torito's UEFI entry points at the FAT image, which holds shim
   (``EFI/BOOT/boot<arch>.efi``) and grub (``grub<arch>.efi``).
+* ``bios-boot``: when an ISO boots under BIOS (a BIOS El Torito entry, GRUB's i386-pc files or
+  MBR boot code), all of it: the BIOS entry is the default one (no emulation, 4 sectors) and
+  points at ``<grub dir>/i386-pc/eltorito.img``, its boot info table and GRUB block list point at
+  itself, a hybrid ISO's MBR code points at its core, and ``normal.mod`` is beside it.
 * ``partition-tables``: the hybrid GPT of an ISO: protective MBR, both GPT headers and their
   entry arrays (CRCs, positions, sizes), partitions inside the file, the ESP over the El Torito
   image.
 * ``initrd-modules``: a bootstrap initrd holds dracut's ``dmsquash-live`` (and ``livenet`` in a
   PXE bundle), found by the module's files in the CPIO listing.
-* ``root-image``: the squashfs (``unsquashfs -pf /dev/null`` decompresses every block) or the
-  full-os CPIO (every member read to the end) is readable end to end.
+* ``root-image``: the squashfs (``unsquashfs -pf /dev/null`` decompresses every block), the erofs
+  (``fsck.erofs --extract`` decompresses every file, on a scratch copy: erofs-utils 1.5 reads no
+  offset into the ISO) or the full-os CPIO (every member read to the end) is readable end to end.
 * ``state``: ``/liveos/state.json`` parses strictly and matches the medium's mode.
 * ``md5``: the MD5 implanted in an ISO's volume descriptor (``implantisomd5``'s format, what
   ``checkisomd5`` and ``rd.live.check`` verify) matches the ISO; an ISO without one passes.
@@ -34,6 +39,7 @@ import os
 import posixpath
 import struct
 import subprocess
+import tempfile
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +48,7 @@ from typing import BinaryIO
 
 from liveos import views
 from liveos.cpio.reader import iter_entries
+from liveos.erofs import EROFS_SUPERBLOCK_OFFSET, is_erofs
 from liveos.errors import CommandError, HostError, ImageError, LiveOSError
 from liveos.grub import GrubConfig
 from liveos.grub.parser import DEVICE, UNKNOWN, expand_parts, split_assignment
@@ -59,9 +66,10 @@ from liveos.inspection import (
     open_media,
     read_state,
 )
-from liveos.iso import isomd5
-from liveos.iso.hybrid import ESP_TYPE, SECTOR, GptHeader, GptPartition, MbrPartition
+from liveos.iso import biosboot, isomd5
+from liveos.iso.hybrid import ESP_TYPE, SECTOR, GptHeader, GptPartition, HybridLayout, MbrPartition
 from liveos.layout import EFIBOOT_PATH, FULL_OS_INITRD, SQUASHFS_PATH
+from liveos.media.persistence import ROOT_PARTITION_NAME, RW_PARTITION_NAME
 from liveos.run import output, run
 from liveos.settings import Arch, InitramfsMode
 
@@ -89,6 +97,7 @@ class CheckKind(enum.StrEnum):
     GRUB_REFERENCES = "grub-references"
     LABELS = "labels"
     EFI_IMAGE = "efi-image"
+    BIOS_BOOT = "bios-boot"
     PARTITION_TABLES = "partition-tables"
     INITRD_MODULES = "initrd-modules"
     ROOT_IMAGE = "root-image"
@@ -207,6 +216,7 @@ def _checks(media: Media, *, carried: str = "", pxe: bool | None = None) -> list
     if isinstance(media, IsoMedia):
         runs += [
             (CheckKind.EFI_IMAGE, facts.check_efi_image),
+            (CheckKind.BIOS_BOOT, facts.check_bios),
             (CheckKind.PARTITION_TABLES, facts.check_tables),
         ]
     runs += [
@@ -400,10 +410,60 @@ class _Facts:
             f"EFI/BOOT/{arch.shim_name} and EFI/BOOT/{arch.grub_name}"
         )
 
+    # -- BIOS boot -----------------------------------------------------------------------------
+    def check_bios(self) -> str:
+        assert isinstance(self.media, IsoMedia)
+        path = self.media.path
+        entry = _eltorito_bios(path)
+        carried = sorted(p for p in self.media.entries() if p.endswith(f"/i386-pc/{biosboot.BIOS_PRODUCT}"))
+        with path.open("rb") as f:
+            mbr = f.read(SECTOR)
+        code = mbr[: biosboot.MBR_CODE_SIZE] if mbr[510:512] == b"\x55\xaa" else b""
+        if entry is None:
+            if carried or code.strip(b"\0"):
+                what = carried[0] if carried else "MBR boot code"
+                raise _Failed([f"the ISO carries BIOS boot ({what}) but El Torito has no BIOS entry"])
+            return "no BIOS boot (a UEFI-only ISO)"
+        rba, sectors, media_type, initial = entry
+        problems = []
+        if not initial:
+            problems.append("the BIOS El Torito entry is not the default (initial) entry")
+        if media_type != 0 or sectors != biosboot.LOAD_SECTORS:
+            problems.append(f"the BIOS entry loads {sectors} sectors, media type {media_type} (4, 0 wanted)")
+        offset = rba * _CD_SECTOR
+        image = next((p for p in carried if self.media.locate(p)[1] == offset), None)
+        if image is None:
+            raise _Failed([*problems, f"the BIOS entry (sector {rba}) is no i386-pc/eltorito.img"])
+        size = self.media.locate(image)[2]
+        with path.open("rb") as f:
+            facts = biosboot.read_bios_image(f, offset, size)
+        if facts.boot_info != (16, rba, size, facts.checksum):
+            problems.append(f"the boot info table {facts.boot_info} does not describe {image}")
+        if facts.blocklist_start != offset // SECTOR + biosboot.LOAD_SECTORS + 1:
+            problems.append(f"GRUB's block list starts at LBA {facts.blocklist_start}, not at its core")
+        hybrid = bool(code.strip(b"\0")) or self._has_tables()
+        if hybrid:
+            (lba,) = struct.unpack_from("<Q", code.ljust(SECTOR, b"\0"), biosboot.MBR_LBA_OFFSET)
+            if lba != offset // SECTOR + biosboot.LOAD_SECTORS:
+                problems.append(f"the MBR boot code loads LBA {lba}, not the core of {image}")
+        modules = posixpath.dirname(image) + "/normal.mod"
+        if not self.media.is_file(modules):
+            problems.append(f"no {modules}: BIOS GRUB cannot run grub.cfg")
+        if problems:
+            raise _Failed(problems)
+        usb = ", MBR boot code for USB" if hybrid else ""
+        return f"El Torito BIOS default entry {image} (sector {rba}): boot info, block list{usb} agree"
+
+    def _has_tables(self) -> bool:
+        with self.media.path.open("rb") as f:
+            f.seek(SECTOR)
+            return f.read(8) == b"EFI PART"
+
     # -- the hybrid partition tables -----------------------------------------------------------
     def check_tables(self) -> str:
         path = self.media.path
         size = path.stat().st_size
+        persistent = ""
         with path.open("rb") as f:
             head = f.read(34 * SECTOR)
             if not head.strip(b"\0"):
@@ -412,10 +472,13 @@ class _Facts:
                 problems = _table_problems(f, head, size, self.efi_extent())
             except (ValueError, struct.error) as exc:  # a GPT name that is not UTF-16, a short read
                 problems = [f"unreadable partition tables: {exc}"]
+            if not problems:
+                problems, persistent = _persistence(f)
         if problems:
             raise _Failed(problems)
         return (
             "protective MBR, primary and backup GPT (headers and entries, CRCs) agree; ESP = El Torito image"
+            + persistent
         )
 
     # -- the implanted MD5 ----------------------------------------------------------------------
@@ -452,6 +515,12 @@ class _Facts:
             return _read_cpio(self.media, str(FULL_OS_INITRD))
         if self.media.kind is not MediaKind.ISO:
             return "bootstrap bundle: the root image is in the ISO it carries (checked below)"
+        host, offset, _ = self.media.locate(str(SQUASHFS_PATH))
+        with host.open("rb") as f:
+            f.seek(offset)
+            header = f.read(EROFS_SUPERBLOCK_OFFSET + 64)
+        if is_erofs(header):
+            return _read_erofs(self.media, str(SQUASHFS_PATH))
         return _read_squashfs(self.media, str(SQUASHFS_PATH))
 
     # -- the ISO a bootstrap bundle carries ----------------------------------------------------
@@ -542,6 +611,40 @@ def _eltorito_efi(iso: Path) -> tuple[int, int]:
             [f"the El Torito UEFI image (sector {rba}, {sectors} x 512 bytes) lies outside the ISO"]
         )
     return start, length
+
+
+def _eltorito_bios(iso: Path) -> tuple[int, int, int, bool] | None:
+    """(image sector, 512-byte sectors loaded, media type, is the initial entry) of the first
+    BIOS (platform 0x00) boot entry of ``iso``'s El Torito catalog; None when it has none."""
+    with iso.open("rb") as f:
+        f.seek(17 * _CD_SECTOR)
+        record = f.read(_CD_SECTOR)
+        if record[:7] != b"\0CD001\x01" or not record[7:39].startswith(b"EL TORITO SPECIFICATION"):
+            return None
+        (catalog_lba,) = struct.unpack_from("<I", record, 0x47)
+        f.seek(catalog_lba * _CD_SECTOR)
+        catalog = f.read(_CD_SECTOR)
+    if len(catalog) < 64 or catalog[0] != 1 or catalog[30:32] != b"\x55\xaa":
+        return None  # no catalog at all: the efi-image check says so
+    found: tuple[bytes, bool] | None = None
+    if catalog[1] == 0x00 and catalog[32] == 0x88:
+        found = catalog[32:64], True
+    offset = 64
+    while found is None and offset + 32 <= len(catalog) and catalog[offset] in (0x90, 0x91):
+        platform, count = catalog[offset + 1], struct.unpack_from("<H", catalog, offset + 2)[0]
+        for i in range(count):
+            start = offset + 32 * (i + 1)
+            if start + 32 <= len(catalog) and platform == 0x00 and catalog[start] == 0x88:
+                found = catalog[start : start + 32], False
+                break
+        if catalog[offset] == 0x91:
+            break
+        offset += 32 * (count + 1)
+    if found is None:
+        return None
+    entry, initial = found
+    sectors, rba = struct.unpack_from("<HI", entry, 6)
+    return rba, sectors, entry[1] & 0x0F, initial
 
 
 def _efi_entry(catalog: bytes) -> bytes | None:
@@ -658,6 +761,27 @@ def _table_problems(f: BinaryIO, head: bytes, size: int, esp: tuple[int, int]) -
     return problems
 
 
+def _persistence(f: BinaryIO) -> tuple[list[str], str]:
+    """(problems, note) of a persistent USB layout: a partition over the squashfs inside the ISO
+    volume and an ext4 after it (:mod:`liveos.media.persistence`); ([], "") without one."""
+    parts = {p.name: p for p in HybridLayout.parse(f).partitions}
+    root, rw = parts.get(ROOT_PARTITION_NAME), parts.get(RW_PARTITION_NAME)
+    if root is None and rw is None:
+        return [], ""
+    if root is None or rw is None:
+        return ["a persistence partition without the root-image partition (or the reverse)"], ""
+    volume = isomd5.volume_size(f)
+    problems = []
+    f.seek(root.first_lba * SECTOR)
+    if f.read(4) != b"hsqs" or (root.last_lba + 1) * SECTOR > volume:
+        problems.append(f"the {ROOT_PARTITION_NAME!r} partition is not the squashfs inside the ISO")
+    f.seek(rw.first_lba * SECTOR + 1024 + 56)
+    if f.read(2) != b"\x53\xef" or rw.first_lba * SECTOR < volume:
+        problems.append(f"the {RW_PARTITION_NAME!r} partition holds no ext4 after the ISO volume")
+    size = (rw.last_lba - rw.first_lba + 1) * SECTOR
+    return problems, f"; persistence: {size >> 20} MiB ext4 after the ISO volume, root partition = squashfs"
+
+
 def _missing_modules(media: Media, initrd: str, wanted: list[str]) -> list[str]:
     """The dracut modules of ``wanted`` the initrd shows no file of (reading it to the end)."""
     seen: set[str] = set()
@@ -699,13 +823,42 @@ def _read_squashfs(media: Media, path: str) -> str:
     (used,) = struct.unpack_from("<Q", superblock, 40)
     if used > size:
         raise _Failed([f"{path} is {size} bytes but its squashfs needs {used}: truncated"])
+    _read_through(["unsquashfs", "-n", "-no-xattrs", "-o", str(offset), "-pf", "/dev/null", host], path)
+    return f"{path}: {used} bytes of squashfs, every block decompressed"
+
+
+def _read_through(argv: list[str | Path], path: str) -> None:
+    """Run a tool that reads the root image at ``path`` end to end; its complaint is the failure."""
     try:
-        run(
-            ["unsquashfs", "-n", "-no-xattrs", "-o", str(offset), "-pf", "/dev/null", host],
-            step=f"reading {path} end to end",
-            stdout=subprocess.DEVNULL,
-        )
+        run(argv, step=f"reading {path} end to end", stdout=subprocess.DEVNULL)
     except CommandError as exc:
         lines = [line for line in exc.stderr.splitlines() if line.strip()][-3:]
         raise _Failed([f"{path} is not readable end to end: " + " / ".join(lines)]) from exc
-    return f"{path}: {used} bytes of squashfs, every block decompressed"
+
+
+def _read_erofs(media: Media, path: str) -> str:
+    """Decompress every file of the erofs at ``path`` (``fsck.erofs --extract`` without a target).
+
+    fsck.erofs 1.5 takes no offset, so the image's bytes are copied to a scratch file first
+    (``copy_file_range``: a reflink or an in-kernel copy)."""
+    host, offset, size = media.locate(path)
+    with host.open("rb") as f:
+        f.seek(offset)
+        superblock = f.read(EROFS_SUPERBLOCK_OFFSET + 64)
+    sb = superblock[EROFS_SUPERBLOCK_OFFSET:]
+    block_size = 1 << sb[12]
+    (blocks,) = struct.unpack_from("<I", sb, 36)
+    used = blocks * block_size
+    if used > size:
+        raise _Failed([f"{path} is {size} bytes but its erofs needs {used}: truncated"])
+    with tempfile.TemporaryDirectory(prefix="liveos-verify-") as scratch:
+        copy = Path(scratch) / "rootfs.img"
+        with host.open("rb") as src, copy.open("wb") as dst:
+            done = 0
+            while done < size:
+                sent = os.copy_file_range(src.fileno(), dst.fileno(), size - done, offset + done)
+                if sent == 0:
+                    raise _Failed([f"{path} ends early in {host}"])
+                done += sent
+        _read_through(["fsck.erofs", "--extract", copy], path)
+    return f"{path}: {used} bytes of erofs, every file decompressed"

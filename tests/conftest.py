@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.fixtures import trixie
 from tests.fixtures.builder import FixtureImage, build_image
 
 FixtureImageFactory = Callable[..., FixtureImage]
@@ -34,7 +35,13 @@ def private_artifact_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="session")
 def fixture_image() -> FixtureImageFactory:
-    """Factory ``fixture_image(layout="azl", fmt="qcow2") -> FixtureImage`` (cached per session)."""
+    """Factory ``fixture_image(layout="azl", fmt="qcow2") -> FixtureImage`` (cached per session).
+
+    Layout ``"trixie"`` is the Debian 13 image of :mod:`tests.fixtures.trixie` (Debian layout)."""
     if os.geteuid() != 0:
         pytest.skip("building fixture images needs root (mmdebstrap --mode=root, losetup)")
-    return functools.cache(build_image)
+
+    def build(layout: str = "azl", fmt: str = "qcow2") -> FixtureImage:
+        return trixie.build_image(fmt) if layout == trixie.LAYOUT else build_image(layout, fmt)
+
+    return functools.cache(build)

@@ -4,13 +4,16 @@
 # bubblewrap: the sandbox for programs from images; busybox-static: the tests' hostile images;
 # qemu-system-common: qemu-storage-daemon, which exports qcow2/vhd/vhdx images as raw files (FUSE).
 # isomd5sum: checkisomd5, the tests' independent checker of the MD5 liveos implants in ISOs.
+# grub-pc-bin: GRUB's i386-pc modules, for BIOS boot of ISOs whose image has none (grub-common:
+# grub-mkimage).
+# erofs-utils: mkfs.erofs/fsck.erofs, the erofs root image (--rootfs erofs) and its verify check.
 set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="python3 python3-venv python3-pip qemu-utils squashfs-tools mtools dosfstools fdisk gdisk util-linux
 mount e2fsprogs xfsprogs btrfs-progs zstd xz-utils cpio libarchive-tools xorriso
 qemu-system-x86 ovmf mmdebstrap debian-archive-keyring ca-certificates socat openssl grub-common
-bubblewrap busybox-static qemu-system-common isomd5sum"
+bubblewrap busybox-static qemu-system-common isomd5sum grub-pc-bin erofs-utils"
 
 missing=""
 for p in $PACKAGES; do

@@ -16,7 +16,8 @@ reach. Two well-kept tools from Debian build it (measured and justified in docs/
   device nodes of the image mean nothing), a fresh ``/proc`` of the new PID namespace with
   ``/proc/sys`` (and the other kernel knobs under ``/proc``) read-only, a minimal ``/dev``
   (null, zero, full, random, urandom, tty, pts) instead of the host's devtmpfs, no ``/sys``,
-  tmpfs on ``/tmp`` (mode 1777) and ``/run``, a clean environment, a new session (no terminal
+  tmpfs on ``/tmp`` (mode 1777) and ``/run``, a clean environment and umask 022 (the caller's
+  must not leak into what dracut writes: reproducible initrds), a new session (no terminal
   injection), and the capability set reduced to :data:`TOOL_CAPS` (no ``CAP_SYS_ADMIN``: the
   sandbox cannot unmount or remount what hides the host). With the network, ``RootFs`` binds
   the host's ``/etc/resolv.conf`` read-only where the image reads it (DNS, nothing more).
@@ -61,10 +62,10 @@ PROC_COVERS = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/p
 MOUNT_POINTS = ("/proc", "/dev", "/tmp", "/run")
 #: Identity map: image file owners stay who they are (see the module docstring).
 ID_MAP = "0 0 4294967295\n"
-#: The launcher: wait on stdin for the map, take /dev/null as stdin, exec again (to hold root's
-#: capabilities in the namespace), forbid nested user namespaces, exec bwrap.
+#: The launcher: wait on stdin for the map, umask 022, take /dev/null as stdin, exec again (to
+#: hold root's capabilities in the namespace), forbid nested user namespaces, exec bwrap.
 LAUNCHER = (
-    "read _ && exec </dev/null && "
+    "read _ && umask 022 && exec </dev/null && "
     'exec /bin/sh -c \'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"\' sh "$@"'
 )
 #: How long the launcher may take to enter its user namespace.
@@ -77,7 +78,7 @@ BASE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": 
 
 #: Names how programs run in the sandbox (what they see, what liveos adds to their output);
 #: bumped when that changes (cached initrds are keyed by it).
-SANDBOX_FORMAT = "liveos-sandbox-1"
+SANDBOX_FORMAT = "liveos-sandbox-2"
 
 
 @dataclass(frozen=True)

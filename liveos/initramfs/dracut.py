@@ -18,6 +18,7 @@ from liveos.atomic import scratch_dir
 from liveos.cpio.format import TRAILER, CpioEntry
 from liveos.errors import ImageError
 from liveos.host.sandbox import Bind, Sandbox, run_sandboxed
+from liveos.reproducible import source_date_epoch
 from liveos.rootfs import CONFIG_LIMIT, RootFs
 
 log = logging.getLogger("liveos")
@@ -103,7 +104,8 @@ def dracut_command(
     """The dracut command line for a live initrd of ``kernel_version`` (also what a cached initrd
     is keyed by). :class:`ImageError` when the image cannot make one: a live module or the
     kernel's modules are missing. ``compress`` is dracut's ``--compress`` command (see
-    :mod:`liveos.initramfs.compression`); None keeps the image's."""
+    :mod:`liveos.initramfs.compression`); None keeps the image's. With ``SOURCE_DATE_EPOCH``
+    set, ``--reproducible`` (dracut clamps mtimes to it and sorts its cpio)."""
     missing = [m for m in LIVE_MODULES if m not in info.modules]
     if missing:
         raise ImageError(
@@ -123,7 +125,8 @@ def dracut_command(
     return (
         "dracut", "--force", "--no-hostonly", "--kver", kernel_version, "--tmpdir", "/tmp",
         "--add", " ".join(modules), "--add-drivers", LIVE_DRIVERS,
-        *(["--compress", compress] if compress else []), f"{OUTPUT_DIR}/initrd.img",
+        *(["--compress", compress] if compress else []),
+        *(["--reproducible"] if source_date_epoch() is not None else []), f"{OUTPUT_DIR}/initrd.img",
     )  # fmt: skip
 
 
@@ -147,7 +150,10 @@ def build_bootstrap_initrd(
     argv = dracut_command(rootfs, kernel_version, info=info or DracutInfo.probe(rootfs), compress=compress)
     with scratch_dir(out.parent, ".dracut-") as exchange:
         exchange.chmod(0o755)
-        sandbox = Sandbox(rootfs.root, binds=(Bind(exchange, OUTPUT_DIR, writable=True),), read_only=True)
+        epoch = source_date_epoch()
+        env = {} if epoch is None else {"SOURCE_DATE_EPOCH": str(epoch)}
+        bind = Bind(exchange, OUTPUT_DIR, writable=True)
+        sandbox = Sandbox(rootfs.root, binds=(bind,), env=env, read_only=True)
         run_sandboxed(
             sandbox,
             list(argv),

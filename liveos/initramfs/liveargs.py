@@ -90,6 +90,15 @@ def live_args(dracut_version: str | DracutVersion | None, *, shell: bool = False
     return args
 
 
+def overlay_device_arg(dracut_version: str | DracutVersion | None, spec: str) -> str:
+    """The argument that puts the overlay on a device: ``rd.live.overlay=<dev>:<path>`` (dracut 059:
+    a ``<path>`` directory with ``<path>/../ovlwork`` next to it is a persistent OverlayFS), spelled
+    ``rd.overlay=`` from dracut-ng 110 on."""
+    version = _version(dracut_version)
+    name = RENAMED["rd.live.overlay"] if version is not None and _renamed(version) else "rd.live.overlay"
+    return f"{name}={spec}"
+
+
 def check_args(args: Iterable[str], dracut_version: str | DracutVersion | None) -> list[str]:
     """Warnings for arguments the image's dracut would not know, or knows only as deprecated."""
     version = _version(dracut_version)

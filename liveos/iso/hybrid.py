@@ -8,9 +8,11 @@ ESP and loads ``EFI/BOOT/boot<arch>.efi`` from it; as a CD it still uses El Tori
 ISO 9660 volume descriptors (from 32 KiB on) are untouched, and blkid still reports the iso9660
 label on the whole disk (its superblock lies outside every partition).
 
-No isolinux/BIOS code: UEFI only. ``PartitionScheme.GPT`` (protective MBR, the UEFI-spec way) is
-the default; ``HYBRID_MBR`` additionally lists the ESP as an MBR partition of type 0xEF for
-firmware that only reads MBRs (UEFI firmware honours the GPT when an 0xEE entry exists).
+BIOS boot from USB is GRUB's ``boot_hybrid.img`` in the MBR's boot code area
+(:mod:`liveos.iso.biosboot`; none when BIOS boot is off). ``PartitionScheme.GPT`` (protective
+MBR, the UEFI-spec way) is the default; ``HYBRID_MBR`` additionally lists the ESP as an MBR
+partition of type 0xEF for firmware that only reads MBRs (UEFI firmware honours the GPT when an
+0xEE entry exists).
 
 GUIDs are derived from the primary volume descriptor, so reproducible ISOs stay reproducible.
 """
@@ -33,6 +35,7 @@ _ENTRY_COUNT = 128
 _ENTRY_SIZE = 128
 _ENTRY_SECTORS = _ENTRY_COUNT * _ENTRY_SIZE // SECTOR  # 32
 _SYSTEM_AREA = 32 * 1024
+MBR_CODE_SIZE = 440  #: the MBR's boot code area; the disk signature follows
 _HEADER_FMT = "<8sIIIIQQQQ16sQIII"
 _HEADER_SIZE = struct.calcsize(_HEADER_FMT)  # 92
 _ENTRY_FMT = "<16s16sQQQ72s"
@@ -162,8 +165,10 @@ class HybridLayout:
         scheme: PartitionScheme,
         disk_guid: uuid.UUID,
         esp_guid: uuid.UUID,
+        extra: tuple[GptPartition, ...] = (),
     ) -> HybridLayout:
-        """The layout for an image of ``total_sectors`` with the ESP over ``esp``."""
+        """The layout for an image of ``total_sectors`` with the ESP over ``esp`` (and ``extra``
+        GPT partitions after it: a persistent USB's, :mod:`liveos.media.persistence`)."""
         if esp.offset % SECTOR or esp.size <= 0:
             raise InternalError(f"ESP extent {esp} is not sector aligned")
         last = total_sectors - 1
@@ -174,7 +179,10 @@ class HybridLayout:
         if esp_first < first_usable or esp_last > last_usable:
             raise InternalError(f"ESP extent {esp} lies outside the usable GPT area")
         part = GptPartition(ESP_TYPE, esp_guid, esp_first, esp_last, "EFI boot image")
-        entries_crc = zlib.crc32(_entries_blob((part,)))
+        for other in extra:
+            if other.first_lba < first_usable or other.last_lba > last_usable:
+                raise InternalError(f"GPT partition {other.name!r} lies outside the usable GPT area")
+        entries_crc = zlib.crc32(_entries_blob((part, *extra)))
         header = GptHeader(1, last, first_usable, last_usable, disk_guid, 2, entries_crc)
         mbr: tuple[MbrPartition, ...] = (MbrPartition(0xEE, 1, min(last, 0xFFFFFFFF)),)
         if scheme is PartitionScheme.HYBRID_MBR:
@@ -182,7 +190,7 @@ class HybridLayout:
                 MbrPartition(0xEE, 1, first_usable - 1),
                 MbrPartition(0xEF, esp_first, esp_last - esp_first + 1),
             )
-        return cls(mbr, header, (part,))
+        return cls(mbr, header, (part, *extra))
 
     def backup_header(self) -> GptHeader:
         """The backup header: at the last LBA, entries just before it."""
@@ -192,10 +200,14 @@ class HybridLayout:
             h.backup_lba - _ENTRY_SECTORS, h.entries_crc,
         )  # fmt: skip
 
-    def mbr_sector(self, disk_signature: int) -> bytes:
-        """Sector 0: no boot code, disk signature, the partition entries, 0x55AA."""
+    def mbr_sector(self, disk_signature: int, boot_code: bytes = b"") -> bytes:
+        """Sector 0: boot code (BIOS, up to 440 bytes; none for UEFI only), disk signature, the
+        partition entries, 0x55AA."""
+        if len(boot_code) > MBR_CODE_SIZE:
+            raise InternalError(f"{len(boot_code)} bytes of MBR boot code (at most {MBR_CODE_SIZE})")
         table = b"".join(p.pack() for p in self.mbr).ljust(64, b"\0")
-        return b"\0" * 440 + struct.pack("<IH", disk_signature, 0) + table + b"\x55\xaa"
+        code = boot_code.ljust(MBR_CODE_SIZE, b"\0")
+        return code + struct.pack("<IH", disk_signature, 0) + table + b"\x55\xaa"
 
     @classmethod
     def parse(cls, fp: BinaryIO) -> HybridLayout:
@@ -221,25 +233,34 @@ class HybridLayout:
 
 
 def make_hybrid(
-    fp: BinaryIO, *, iso_size: int, esp: Extent, scheme: PartitionScheme = PartitionScheme.GPT
+    fp: BinaryIO,
+    *,
+    iso_size: int,
+    esp: Extent,
+    scheme: PartitionScheme = PartitionScheme.GPT,
+    boot_code: bytes = b"",
+    extra: tuple[GptPartition, ...] = (),
+    end: int = 0,
 ) -> int:
     """Write the partition tables into the ISO in ``fp`` (``iso_size`` bytes); return the new size.
+    ``boot_code`` goes into the MBR's first 440 bytes (BIOS boot from USB, :mod:`.biosboot`).
 
     The file grows by the backup GPT (33 sectors) and padding to a multiple of 2 KiB, so the
-    image is still a whole number of CD sectors.
+    image is still a whole number of CD sectors. ``extra`` partitions may lie after the ISO data,
+    up to ``end`` (bytes): the backup GPT then follows them, still the file's last LBA.
     """
     fp.seek(0)
     if fp.read(_SYSTEM_AREA).strip(b"\0"):
         raise InternalError("the ISO system area is not empty; refusing to overwrite it")
-    total = -(-(iso_size + (1 + _ENTRY_SECTORS) * SECTOR) // 2048) * 2048
+    total = -(-(max(iso_size, end) + (1 + _ENTRY_SECTORS) * SECTOR) // 2048) * 2048
     fp.seek(16 * 2048)
     digest = hashlib.sha256(fp.read(2048)).hexdigest()
     disk_guid = uuid.uuid5(_GUID_NAMESPACE, f"disk:{digest}")
     esp_guid = uuid.uuid5(_GUID_NAMESPACE, f"esp:{digest}")
-    layout = HybridLayout.build(total // SECTOR, esp, scheme, disk_guid, esp_guid)
+    layout = HybridLayout.build(total // SECTOR, esp, scheme, disk_guid, esp_guid, extra)
     entries = _entries_blob(layout.partitions)
     backup = layout.backup_header()
-    _write_at(fp, 0, layout.mbr_sector(int.from_bytes(disk_guid.bytes[:4], "little")))
+    _write_at(fp, 0, layout.mbr_sector(int.from_bytes(disk_guid.bytes[:4], "little"), boot_code))
     _write_at(fp, SECTOR, layout.header.pack())
     _write_at(fp, 2 * SECTOR, entries)
     fp.truncate(total)

@@ -9,6 +9,7 @@ a whole build into an output file.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path, PurePosixPath
 
@@ -17,17 +18,29 @@ from liveos.bootfiles import BootFiles
 from liveos.cache import ArtifactCache
 from liveos.image.base import SourceImage
 from liveos.image.changes import Change
+from liveos.iso.biosboot import (
+    BIOS_PRODUCT,
+    BiosGrub,
+    GrubSource,
+    bios_files,
+    bios_grub_cfg,
+    build_bios_image,
+    find_bios_grub,
+    require_grub_mkimage,
+)
 from liveos.iso.efiboot import build_efiboot, planned_size
 from liveos.iso.writer import IsoWriter, WrittenIso
-from liveos.layout import DISK_INFO_PATH, EFI_BOOT_DIR, EFIBOOT_PATH
+from liveos.layout import DISK_INFO_PATH, EFI_BOOT_DIR, EFIBOOT_PATH, SQUASHFS_PATH
 from liveos.media.grubedit import grub_redirector
+from liveos.media.persistence import FS_LABEL, Persistence
 from liveos.media.plan import MediaPlan, plan_media, plan_media_files
 from liveos.media.stage import Products, build_os_products, check_tools, content, resolve, timed_step
 from liveos.plan import BuildPlan, Origin, PlannedFile, PlannedStep, StepKind
 from liveos.progress import Progress, ProgressCallback
 from liveos.result import BuildResult, StepClock
 from liveos.rootfs import RootFs
-from liveos.settings import LiveSettings, OutputKind
+from liveos.run import which
+from liveos.settings import Arch, InitramfsMode, LiveSettings, OutputKind
 
 log = logging.getLogger("liveos")
 
@@ -51,11 +64,19 @@ def plan_iso(
     files = [*media.files, *_boot_chain(media.boot, image.root, label)]
     efi = {str(f.path.relative_to("/")): f.size or 0 for f in files if f.path.parent == EFI_BOOT_DIR}
     files.append(PlannedFile(EFIBOOT_PATH, Origin.BUILT, EFIBOOT_PRODUCT, planned_size(efi)))
+    bios = None
+    if settings.bios and media.boot.arch is Arch.X64:
+        bios = find_bios_grub(image.rootfs, media.boot.grub_dir)
+        files = [_for_bios(f, media.boot) for f in files if f.path.parent != bios.module_dir]
+        files += bios.files
+        if bios.source is GrubSource.HOST:
+            media = dataclasses.replace(media, warnings=(*media.warnings, bios.description))
     files += plan_media_files(media.user_files, taken=[f.path for f in files])
     steps = (
         *media.steps,
         PlannedStep(StepKind.EFIBOOT, EFIBOOT_PRODUCT, f"FAT image with {', '.join(sorted(efi))}"),
-        PlannedStep(StepKind.ISO, ISO_PRODUCT, _iso_detail(settings)),
+        *([] if bios is None else [PlannedStep(StepKind.BIOSBOOT, BIOS_PRODUCT, _bios_detail(bios))]),
+        PlannedStep(StepKind.ISO, ISO_PRODUCT, _iso_detail(settings, bios)),
     )
     return _build_plan(image, settings, label, media, tuple(files), steps)
 
@@ -84,10 +105,29 @@ def _build_plan(
     )
 
 
-def _iso_detail(settings: LiveSettings) -> str:
+def _iso_detail(settings: LiveSettings, bios: BiosGrub | None = None) -> str:
     usb = "hybrid GPT for USB" if settings.hybrid else "CD only"
     md5 = ", implanted MD5 (checkisomd5)" if settings.implant_md5 else ""
-    return f"pycdlib: ISO 9660 level 3 + Rock Ridge + Joliet, El Torito EFI, {usb}{md5}"
+    if settings.persistence is not None and settings.hybrid:
+        usb += (
+            f" + {settings.persistence >> 20} MiB ext4 persistence partition ({FS_LABEL}) after the ISO "
+            "data and a partition over the root image (mkfs.ext4)"
+        )
+    eltorito = "El Torito EFI" if bios is None else "El Torito BIOS + EFI"
+    return f"pycdlib: ISO 9660 level 3 + Rock Ridge + Joliet, {eltorito}, {usb}{md5}"
+
+
+def _bios_detail(bios: BiosGrub) -> str:
+    return f"grub-mkimage -O i386-pc-eltorito, prefix {bios.grub_dir}; {bios.description}"
+
+
+def _for_bios(planned: PlannedFile, boot: BootFiles) -> PlannedFile:
+    """The main grub.cfg made readable by BIOS GRUB too (``linuxefi`` guarded); others as they are."""
+    if planned.path != boot.grub_cfg or planned.data is None:
+        return planned
+    text = bios_grub_cfg(planned.data.decode("utf-8", "surrogateescape"), path=boot.grub_cfg)
+    data = text.encode("utf-8", "surrogateescape")
+    return planned if data == planned.data else dataclasses.replace(planned, size=len(data), data=data)
 
 
 def host_file(media_path: PurePosixPath, host: Path, root: Path) -> PlannedFile:
@@ -140,18 +180,35 @@ def write_iso_file(
         efiboot = build_efiboot(efi_files, scratch / EFIBOOT_PRODUCT, arch=plan.arch)
         record.size, record.tool = efiboot.stat().st_size, "mkfs.vfat + mtools"
     products = {**products, EFIBOOT_PRODUCT: efiboot}
+    bios_image, bios_platform = bios_files(plan.files)
+    platform = {f.path.name: content(f, products) for f in bios_platform}
+    if bios_image is not None:
+        with timed_step(clock, progress, StepKind.BIOSBOOT, BIOS_PRODUCT) as record:
+            grub_dir = bios_image.path.parent.parent
+            bios = build_bios_image(platform, scratch, label=plan.label, grub_dir=grub_dir)
+            record.size, record.tool = bios.stat().st_size, "grub-mkimage"
+        products[BIOS_PRODUCT] = bios
     with timed_step(clock, progress, StepKind.ISO, ISO_PRODUCT) as record:
         writer = IsoWriter(plan.label, arch=plan.arch)
-        modes = {f.path: f.mode for f in plan.files if f.origin is Origin.USER}
+        # the planned mode, never the source's: an ESP mount's modes follow the umask
+        modes = {f.path: f.mode for f in plan.files}
         for media_path, source in resolve(plan.files, products):
             if isinstance(source, bytes):
-                writer.add_bytes(str(media_path), source, mode=modes.get(media_path, 0o644))
+                writer.add_bytes(str(media_path), source, mode=modes[media_path])
             else:
-                writer.add_file(str(media_path), source, mode=modes.get(media_path))
+                writer.add_file(str(media_path), source, mode=modes[media_path])
         writer.set_efi_boot(str(EFIBOOT_PATH))
+        if plan.settings.persistence is not None and plan.mode is InitramfsMode.BOOTSTRAP:
+            writer.set_persistence(Persistence(plan.settings.persistence, plan.label), str(SQUASHFS_PATH))
+        if bios_image is not None:
+            writer.set_bios_boot(str(bios_image.path), _read(platform["boot_hybrid.img"]))
         written = writer.write(out, hybrid=plan.settings.hybrid, implant_md5=plan.settings.implant_md5)
         record.size, record.tool = written.size, "pycdlib"
     return written
+
+
+def _read(source: Path | bytes) -> bytes:
+    return source if isinstance(source, bytes) else source.read_bytes()
 
 
 def build_iso(
@@ -167,6 +224,10 @@ def build_iso(
     what every step reports to (:mod:`liveos.progress`)."""
     out = check_output_file(out)
     check_tools(plan)
+    if bios_files(plan.files)[0] is not None:
+        require_grub_mkimage()
+    if plan.settings.persistence is not None:
+        which("mkfs.ext4")
     clock, reporting = StepClock(), Progress(progress)
     with scratch_dir(out.parent, "liveos-media-") as scratch:
         products = build_os_products(plan, rootfs, scratch, clock, cache, reporting)
@@ -184,4 +245,5 @@ def build_iso(
         steps=clock.ordered([s.product for s in plan.steps]),
         seconds=clock.elapsed(),
         plan=plan,
+        implanted_md5=written.md5,
     )

@@ -2,7 +2,9 @@
 
 Format: ISO 9660 interchange level 3 (files >= 4 GiB as multi-extent) + Rock Ridge 1.09 (the real
 names, modes and symlinks: what Linux and grub read) + Joliet level 3 (long names for Windows) +
-an El Torito catalog with ONE UEFI (platform 0xEF) no-emulation entry for the FAT boot image.
+an El Torito catalog with a UEFI (platform 0xEF) no-emulation entry for the FAT boot image,
+after a BIOS (platform 0x00) entry for GRUB's i386-pc image when one is set (see
+:mod:`liveos.iso.biosboot`: the default entry, so BIOS firmware boots it and UEFI picks its own).
 With ``hybrid=True`` a GPT is written into the system area so the same file boots from a USB disk
 (see :mod:`liveos.iso.hybrid`). Last, an MD5 is implanted in the primary volume descriptor the
 way ``implantisomd5`` does, so ``checkisomd5`` and dracut's ``rd.live.check`` can verify the medium
@@ -49,10 +51,20 @@ from typing import Any, BinaryIO, cast
 
 import pycdlib
 
-from liveos.atomic import atomic_output
+from liveos.atomic import atomic_output, scratch_dir
 from liveos.errors import HostError, ImageError, InternalError, UsageError
-from liveos.iso.hybrid import Extent, PartitionScheme, make_hybrid
+from liveos.iso.biosboot import LOAD_SECTORS, mbr_boot_code, patch_boot_image
+from liveos.iso.hybrid import SECTOR, Extent, GptPartition, PartitionScheme, make_hybrid
 from liveos.iso.isomd5 import implant
+from liveos.media.persistence import (
+    ALIGN,
+    LINUX_DATA_TYPE,
+    ROOT_PARTITION_NAME,
+    RW_PARTITION_NAME,
+    Persistence,
+    copy_sparse,
+    make_ext4,
+)
 from liveos.progress import Unit, current
 from liveos.reproducible import source_date_epoch
 from liveos.result import fd_sha256
@@ -102,6 +114,7 @@ class WrittenIso:
     efi_image_size: int | None
     sha256: str  #: of the whole file, hashed while the atomic output was synced
     md5: str | None = None  #: the MD5 implanted for checkisomd5 (not the file's), None when not
+    bios_image_offset: int | None = None  #: of the El Torito BIOS image, None without BIOS boot
 
 
 class IsoWriter:
@@ -116,6 +129,9 @@ class IsoWriter:
         self.arch = arch
         self._root = _Node(_Kind.DIR, 0o755)
         self._efi_image: PurePosixPath | None = None
+        self._bios_image: PurePosixPath | None = None
+        self._boot_hybrid = b""  #: GRUB's boot_hybrid.img: the MBR's BIOS boot code
+        self._persistence: tuple[Persistence, PurePosixPath] | None = None
 
     # -- collecting -----------------------------------------------------------------------
     def add_file(self, iso_path: str, source: Path, *, mode: int | None = None) -> None:
@@ -160,6 +176,19 @@ class IsoWriter:
             self.add_file(iso_path, efiboot_img, mode=0o644)
         self._efi_image = PurePosixPath("/", *_split(iso_path))
 
+    def set_persistence(self, persistence: Persistence, root_image: str) -> None:
+        """On a hybrid ISO, add GPT partitions for a persistent USB disk: one over ``root_image``
+        (the squashfs, already added) and an ext4 of ``persistence.size`` after the ISO data
+        (see :mod:`liveos.media.persistence`). The ISO 9660 volume (and its MD5) excludes it."""
+        self._persistence = (persistence, PurePosixPath("/", *_split(root_image)))
+
+    def set_bios_boot(self, iso_path: str, boot_hybrid: bytes = b"") -> None:
+        """Make ``iso_path`` (GRUB's ``i386-pc-eltorito`` image, already added) the first El Torito
+        entry, for BIOS; ``boot_hybrid`` (GRUB's ``boot_hybrid.img``) becomes the MBR's boot code
+        of a hybrid ISO, pointed at that image (see :mod:`liveos.iso.biosboot`)."""
+        self._bios_image = PurePosixPath("/", *_split(iso_path))
+        self._boot_hybrid = bytes(boot_hybrid)
+
     # -- writing --------------------------------------------------------------------------
     def write(
         self,
@@ -197,6 +226,7 @@ class IsoWriter:
             stack.callback(iso.close)
             iso.set_relocated_name(_RELOCATED_ISO, _RELOCATED_RR)
             efi_iso_path = self._populate(iso, stack)
+            bios_iso_path = self._add_bios_eltorito(iso)  # first: the default entry
             if efi_iso_path is not None:
                 self._add_eltorito(iso, efi_iso_path)
             fp = stack.enter_context(atomic_output(out))
@@ -225,9 +255,24 @@ class IsoWriter:
             if efi_iso_path is not None:
                 record = iso.get_record(iso_path=efi_iso_path)
                 extent = Extent(record.extent_location() * _BLOCK, record.get_data_length())
+            bios, boot_code = None, b""
+            if bios_iso_path is not None:
+                record = iso.get_record(iso_path=bios_iso_path)
+                bios = Extent(record.extent_location() * _BLOCK, record.get_data_length())
+                patch_boot_image(fp, bios.offset, bios.size)
+                boot_code = mbr_boot_code(self._boot_hybrid, bios.offset) if self._boot_hybrid else b""
             size = iso_size
             if hybrid and extent is not None:
-                size = make_hybrid(fp, iso_size=iso_size, esp=extent, scheme=scheme)
+                extra = self._persistent_partitions(iso, fp, iso_size)
+                end = (extra[-1].last_lba + 1) * SECTOR if extra else 0
+                size = make_hybrid(
+                    fp, iso_size=iso_size, esp=extent, scheme=scheme, boot_code=boot_code,
+                    extra=extra, end=end,
+                )  # fmt: skip
+                if extra:
+                    _write_ext4(fp, Path(out).parent, extra[-1].first_lba * SECTOR, self._persistence)
+            elif self._persistence is not None:
+                raise UsageError("persistence needs a hybrid ISO", hint="keep hybrid=True")
             # After the partition tables (the sum covers the system area), before the file's hash.
             md5 = implant(fp).md5 if implant_md5 else None
             fp.flush()
@@ -240,9 +285,49 @@ class IsoWriter:
             None if extent is None else extent.size,
             digest.result(),
             md5,
+            None if bios is None else bios.offset,
         )
 
     # -- internals ------------------------------------------------------------------------
+    def _persistent_partitions(self, iso: Any, fp: BinaryIO, iso_size: int) -> tuple[GptPartition, ...]:
+        """The root-image and persistence GPT partitions (none without persistence)."""
+        if self._persistence is None:
+            return ()
+        persistence, root_image = self._persistence
+        try:
+            record = iso.get_record(rr_path=str(root_image))
+        except pycdlib.pycdlibexception.PyCdlibException:
+            raise UsageError(f"root image {root_image} is not a file on the ISO") from None
+        offset = record.extent_location() * _BLOCK
+        size = self._file_size(root_image)  # a multi-extent file's first record has a part only
+        fp.seek(offset)
+        if fp.read(4) != b"hsqs":
+            raise UsageError(
+                f"persistence needs a squashfs root image; {root_image} is not one",
+                hint="dracut boots a persistent USB disk from a partition over the squashfs",
+            )
+        first = -(-iso_size // ALIGN) * ALIGN // SECTOR
+        return (
+            GptPartition(
+                LINUX_DATA_TYPE, persistence.root_guid, offset // SECTOR,
+                (offset + size + SECTOR - 1) // SECTOR - 1, ROOT_PARTITION_NAME,
+            ),
+            GptPartition(
+                LINUX_DATA_TYPE, persistence.rw_guid, first, first + persistence.size // SECTOR - 1,
+                RW_PARTITION_NAME,
+            ),
+        )  # fmt: skip
+
+    def _file_size(self, path: PurePosixPath) -> int:
+        node = self._root
+        for part in path.parts[1:]:
+            node = node.children[part]
+        if isinstance(node.source, bytes):
+            return len(node.source)
+        if isinstance(node.source, Path):
+            return _stat_regular(node.source).st_size
+        raise InternalError(f"{path} is not a file on the ISO")
+
     def _put(self, iso_path: str, node: _Node) -> None:
         parts = _split(iso_path)
         if not parts:
@@ -312,6 +397,18 @@ class IsoWriter:
             raise UsageError(f"EFI boot image {self._efi_image} is not a file on the ISO")
         return efi_iso_path
 
+    def _add_bios_eltorito(self, iso: Any) -> str | None:
+        """The BIOS entry (no emulation, 4 sectors, boot info table); its ISO 9660 path."""
+        if self._bios_image is None:
+            return None
+        try:
+            record = iso.get_record(rr_path=str(self._bios_image))
+        except pycdlib.pycdlibexception.PyCdlibException:
+            raise UsageError(f"BIOS boot image {self._bios_image} is not a file on the ISO") from None
+        iso_path: str = iso.full_path_from_dirrecord(record)
+        _add_entry(iso, iso_path, LOAD_SECTORS, platform_id=0x00, boot_info_table=True)
+        return iso_path
+
     def _add_eltorito(self, iso: Any, efi_iso_path: str) -> None:
         size = iso.get_record(iso_path=efi_iso_path).get_data_length()
         sectors = -(-size // 512)
@@ -320,16 +417,20 @@ class IsoWriter:
                 f"EFI boot image {self._efi_image} has {size} bytes; El Torito needs 1..{0xFFFF * 512}",
                 hint="build it with liveos.iso.efiboot.build_efiboot_image()",
             )
-        iso.add_eltorito(
-            efi_iso_path,
-            bootcatfile="/BOOT.CAT;1",
-            rr_bootcatname="boot.cat",
-            joliet_bootcatfile="/boot.cat",
-            boot_load_size=sectors,
-            platform_id=0xEF,
-            efi=True,
-            media_name="noemul",
-        )
+        _add_entry(iso, efi_iso_path, sectors, platform_id=0xEF, efi=True)
+
+
+def _add_entry(iso: Any, iso_path: str, sectors: int, **kind: Any) -> None:
+    """One no-emulation El Torito entry (the first call also makes the boot catalog)."""
+    iso.add_eltorito(
+        iso_path,
+        bootcatfile="/BOOT.CAT;1",
+        rr_bootcatname="boot.cat",
+        joliet_bootcatfile="/boot.cat",
+        boot_load_size=sectors,
+        media_name="noemul",
+        **kind,
+    )
 
 
 def _add_one(
@@ -424,6 +525,16 @@ def _check_name(name: str, where: str | Path) -> str:
     if len(encoded) > 255:
         raise UsageError(f"file name longer than 255 bytes: {name!r}", path=str(where))
     return name
+
+
+def _write_ext4(
+    fp: BinaryIO, scratch_parent: Path, offset: int, persistence: tuple[Persistence, PurePosixPath] | None
+) -> None:
+    """mkfs.ext4 the persistence partition in a sparse scratch file and copy its data to ``offset``."""
+    if persistence is None:
+        raise InternalError("no persistence to write")
+    with scratch_dir(scratch_parent, "liveos-rw-") as scratch:
+        copy_sparse(make_ext4(scratch / "rw.img", persistence[0]), fp, offset)
 
 
 def _io_hint(exc: OSError) -> str:

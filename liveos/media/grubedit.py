@@ -16,6 +16,7 @@ from liveos.grub import BlsEntry, GrubConfig, GrubEnv, KernelArgs, inline_bls
 from liveos.initramfs.liveargs import live_args
 from liveos.initramfs.livenet import NETWORK_ARGS
 from liveos.layout import FULL_OS_INITRD, SQUASHFS_PATH
+from liveos.media.persistence import Persistence, apply_to_grub, drop_argument, grub_argument, strip_prologue
 from liveos.rootfs import CONFIG_LIMIT, RootFs
 from liveos.settings import InitramfsMode
 
@@ -42,6 +43,7 @@ class GrubEdit:
     user_args: tuple[str, ...]
     disable_selinux: bool
     network: NetworkRoot | None = None
+    persistence: Persistence | None = None  #: an ISO's USB persistence (bootstrap only)
 
 
 def edit_grub_config(text: str, edit: GrubEdit, *, path: PurePosixPath) -> GrubConfig:
@@ -49,7 +51,7 @@ def edit_grub_config(text: str, edit: GrubEdit, *, path: PurePosixPath) -> GrubC
 
     BLS entries must have been rendered in first (:func:`render_bls`).
     """
-    config = GrubConfig.parse(text, path=str(path))
+    config = GrubConfig.parse(strip_prologue(text), path=str(path))
     if config.has_blscfg():
         raise InternalError(f"{path} still runs blscfg: render_bls() must run before the edits")
     network = edit.network
@@ -70,10 +72,18 @@ def edit_grub_config(text: str, edit: GrubEdit, *, path: PurePosixPath) -> GrubC
         config.append_args(live_args(edit.dracut_version))
     else:
         config.remove_root().set_initrd(str(FULL_OS_INITRD))
+    persistent = edit.persistence is not None and network is None and edit.mode is InitramfsMode.BOOTSTRAP
+    if persistent:
+        config.append_args([grub_argument()])
+    else:
+        drop_argument(config)  # media a persistent build made, rebuilt without it
     if edit.disable_selinux:
         config.disable_selinux()
     if edit.user_args:
         config.append_args(edit.user_args)
+    if persistent:
+        text = apply_to_grub(config.render(), edit.persistence, edit.dracut_version)
+        config = GrubConfig.parse(text, path=str(path))
     return config
 
 

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from liveos.bootfiles import MAX_GRUB_CFG_BYTES, BootFiles, find_boot_files
 from liveos.cache import ArtifactCache
 from liveos.cpio.format import CPIO_FORMAT
+from liveos.erofs import MKFS_EROFS_OPTIONS, dracut_boots_erofs, mkfs_erofs_version
 from liveos.errors import ImageError, UsageError
 from liveos.grub import GrubConfig
 from liveos.host.sandbox import SANDBOX_FORMAT
@@ -48,13 +49,14 @@ from liveos.layout import (
 from liveos.media import updates
 from liveos.media.grubedit import GrubEdit, NetworkRoot, edit_grub_config, render_bls
 from liveos.media.kdump import kdump_notes, root_excludes
+from liveos.media.persistence import Persistence
 from liveos.media.rebuild import apply_edits, media_state
 from liveos.media.reuse import plan_initrd, plan_tree, slot_key, tree_digest
 from liveos.media.updates import hook_refusal
 from liveos.mediafiles import MediaFile
 from liveos.plan import BootEntry, Origin, PlannedFile, PlannedStep, StepKind
 from liveos.rootfs import RootFs, kernel_version_of
-from liveos.settings import Compression, InitramfsMode, LiveSettings, Preset, SELinux
+from liveos.settings import Compression, InitramfsMode, LiveSettings, Preset, RootFsFormat, SELinux
 from liveos.squashfs import MKSQUASHFS_OPTIONS, mksquashfs_version
 from liveos.state import StateFile
 
@@ -65,6 +67,7 @@ ROOT_IMAGE_PRODUCT = "rootfs.img"
 FULL_OS_PRODUCT = "initrd.img"
 #: Typical output/input ratios, for size estimates only (the Debian fixture; real OS trees).
 SQUASHFS_RATIO = {Preset.FAST: 0.30, Preset.BALANCED: 0.27, Preset.SMALL: 0.24}
+EROFS_RATIO = {Preset.FAST: 0.40, Preset.BALANCED: 0.38, Preset.SMALL: 0.37}
 CPIO_RATIO = {
     Compression.ZSTD: 0.42,
     Compression.GZIP: 0.45,
@@ -137,6 +140,7 @@ def plan_media(
     dracut = DracutInfo.probe(rootfs) if bootstrap else None
     if dracut is not None:
         warnings += check_args(settings.kernel_args, dracut.version)
+    _check_rootfs_format(settings, rootfs, dracut)
     edit = GrubEdit(
         mode=settings.mode,
         label=label,
@@ -145,6 +149,11 @@ def plan_media(
         user_args=settings.kernel_args,
         disable_selinux=disable_selinux,
         network=network,
+        persistence=(
+            Persistence(settings.persistence, label)
+            if settings.persistence is not None and network is None and bootstrap
+            else None
+        ),
     )
     text = rootfs.read_text(boot.grub_cfg, limit=MAX_GRUB_CFG_BYTES)
     text = render_bls(text, rootfs, boot.grub_dir, path=boot.grub_cfg)
@@ -179,12 +188,16 @@ def plan_media(
         if network is None:
             selinux = not disable_selinux and rootfs.selinux_mode() != "disabled"
             excluded = root_excludes(rootfs, settings.kdump_boot_files, ROOT_IMAGE_EXCLUDED)
-            files += _root_image(rootfs, settings.preset, steps, reuse, selinux=selinux, excluded=excluded)
+            files += _root_image(
+                rootfs, settings.preset, steps, reuse, selinux=selinux, excluded=excluded,
+                fmt=settings.rootfs_format,
+            )  # fmt: skip
     else:
         excluded = root_excludes(rootfs, settings.kdump_boot_files, FULL_OS_EXCLUDED)
         files.append(_full_os_initrd(rootfs, settings, steps, reuse, excluded))
     if kept:
-        steps = [_keeping(s, kept) if s.kind in (StepKind.SQUASHFS, StepKind.CPIO) else s for s in steps]
+        root_kinds = (StepKind.SQUASHFS, StepKind.EROFS, StepKind.CPIO)
+        steps = [_keeping(s, kept) if s.kind in root_kinds else s for s in steps]
     entries = tuple(
         BootEntry(
             " > ".join(line.menu) or "(top level)",
@@ -197,6 +210,23 @@ def plan_media(
     return MediaPlan(
         boot, tuple(files), entries, tuple(steps), tuple(warnings), tree_digest(changes), user_files
     )
+
+
+def _check_rootfs_format(settings: LiveSettings, rootfs: RootFs, dracut: DracutInfo | None) -> None:
+    """An erofs root image needs bootstrap mode and a dmsquash-live that mounts erofs."""
+    if settings.rootfs_format is not RootFsFormat.EROFS:
+        return
+    if settings.mode is InitramfsMode.FULL_OS:
+        raise UsageError(
+            "an erofs root image is a bootstrap-mode setting: full-os media have no root image",
+            hint="use --mode bootstrap with --rootfs erofs, or drop --rootfs erofs",
+        )
+    if dracut is not None and not dracut_boots_erofs(rootfs):
+        raise UsageError(
+            f"the image's dracut {dracut.version or '(unknown version)'} cannot boot an erofs root "
+            "image: its dmsquash-live mounts the image as squashfs only",
+            hint="use --rootfs squashfs, or install a dracut-ng (e.g. Debian 13's 106) in the image",
+        )
 
 
 def _selinux_off(settings: LiveSettings, image_mode: str, warnings: list[str]) -> bool:
@@ -328,15 +358,23 @@ def _root_image(
     *,
     selinux: bool,
     excluded: Sequence[str] = ROOT_IMAGE_EXCLUDED,
+    fmt: RootFsFormat = RootFsFormat.SQUASHFS,
 ) -> list[PlannedFile]:
-    """The squashfs -- or a cached one, plus the changed files in ``/updates``."""
-    detail = f"mksquashfs, preset {preset}"
+    """The squashfs (or erofs) -- or a cached one, plus the changed files in ``/updates``."""
+    erofs = fmt is RootFsFormat.EROFS
+    kind = StepKind.EROFS if erofs else StepKind.SQUASHFS
+    detail = f"mkfs.erofs, preset {preset}" if erofs else f"mksquashfs, preset {preset}"
+    ratio = EROFS_RATIO[preset] if erofs else SQUASHFS_RATIO[preset]
     if reuse is None:
-        steps.append(PlannedStep(StepKind.SQUASHFS, ROOT_IMAGE_PRODUCT, detail))
-        estimate = int(tree_bytes(rootfs.root, excluded) * SQUASHFS_RATIO[preset])
+        steps.append(PlannedStep(kind, ROOT_IMAGE_PRODUCT, detail))
+        estimate = int(tree_bytes(rootfs.root, excluded) * ratio)
         return [PlannedFile(SQUASHFS_PATH, Origin.BUILT, ROOT_IMAGE_PRODUCT, estimate, estimated=True)]
-    slot = slot_key("squashfs", reuse.image_digest, preset, MKSQUASHFS_OPTIONS[preset],
-                    excluded, mksquashfs_version())  # fmt: skip
+    if erofs:
+        slot = slot_key("erofs", reuse.image_digest, preset, MKFS_EROFS_OPTIONS[preset],
+                        excluded, mkfs_erofs_version())  # fmt: skip
+    else:
+        slot = slot_key("squashfs", reuse.image_digest, preset, MKSQUASHFS_OPTIONS[preset],
+                        excluded, mksquashfs_version())  # fmt: skip
     refusal = "the media boot with SELinux: copied files would carry no labels" if selinux else None
     refusal = refusal or hook_refusal(rootfs)
     layers = reuse.layers
@@ -344,10 +382,10 @@ def _root_image(
     def rule(delta: Sequence[Change]) -> str | None:
         return refusal or updates.update_refusal(delta, layers)
 
-    decision = plan_tree(reuse.cache, "squashfs", slot, reuse.tree_changes(excluded), rule)
-    steps.append(PlannedStep(StepKind.SQUASHFS, ROOT_IMAGE_PRODUCT, detail, cache=decision.cache))
+    decision = plan_tree(reuse.cache, str(kind), slot, reuse.tree_changes(excluded), rule)
+    steps.append(PlannedStep(kind, ROOT_IMAGE_PRODUCT, detail, cache=decision.cache))
     if decision.base is None:
-        estimate = int(tree_bytes(rootfs.root, excluded) * SQUASHFS_RATIO[preset])
+        estimate = int(tree_bytes(rootfs.root, excluded) * ratio)
         return [PlannedFile(SQUASHFS_PATH, Origin.BUILT, ROOT_IMAGE_PRODUCT, estimate, estimated=True)]
     return [
         PlannedFile(SQUASHFS_PATH, Origin.BUILT, ROOT_IMAGE_PRODUCT, decision.base.size),

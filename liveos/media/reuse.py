@@ -17,6 +17,10 @@ update* when every change it recorded is still there and what changed since is s
 expressible on top of it (:data:`DeltaRule`: the ``/updates`` dracut applies at boot, or a CPIO
 segment the kernel unpacks last); anything else is built again. The metadata stored with each
 product records its changes, its compressor and the tool that made it.
+
+With ``SOURCE_DATE_EPOCH`` set, the epoch is part of every slot (it is in the products' bytes)
+and products are reused only as they are, never with an update: a reproducible build gives the
+same bytes whatever the cache holds.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from liveos.cache import ArtifactCache, CachedArtifact, cache_key
 from liveos.image.changes import Change
 from liveos.initramfs.inputs import InitrdContents, initrd_inputs
 from liveos.plan import Reuse, StepCache
+from liveos.reproducible import source_date_epoch
 
 log = logging.getLogger("liveos")
 
@@ -52,8 +57,11 @@ Inputs = Mapping[str, str]  #: image path -> fingerprint of the change there
 
 
 def slot_key(kind: str, image_digest: str, *parts: object) -> str:
-    """The slot of a product of ``kind`` built from the image with ``image_digest`` by ``parts``."""
-    return cache_key(CACHE_FORMAT, __version__, kind, image_digest, *parts)
+    """The slot of a product of ``kind`` built from the image with ``image_digest`` by ``parts``
+    (and ``SOURCE_DATE_EPOCH`` when set)."""
+    epoch = source_date_epoch()
+    reproducible = () if epoch is None else (f"SOURCE_DATE_EPOCH={epoch}",)
+    return cache_key(CACHE_FORMAT, __version__, kind, image_digest, *parts, *reproducible)
 
 
 def inputs_digest(inputs: Inputs) -> str:
@@ -149,6 +157,8 @@ def plan_tree(
         )
     best: tuple[int, CachedArtifact, tuple[Change, ...]] | None = None
     refusal = ""
+    if rule is not None and source_date_epoch() is not None:
+        rule, refusal = None, "SOURCE_DATE_EPOCH is set: only an identical product is reused"
     for entry in cache.candidates(kind, slot + "-")[:MAX_CANDIDATES] if rule is not None else []:
         then = _recorded(entry)
         if then is None:

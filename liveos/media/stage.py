@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from liveos.cache import ArtifactCache
 from liveos.cpio import iter_entries
+from liveos.erofs import MKFS_EROFS_COMPRESSION, make_erofs
 from liveos.errors import InternalError, LiveOSError
 from liveos.initramfs import Initramfs
 from liveos.initramfs.fullos import append_update
@@ -35,6 +36,7 @@ log = logging.getLogger("liveos")
 #: Host tools each step needs (checked before minutes of work, not after).
 STEP_TOOLS = {
     StepKind.SQUASHFS: ("mksquashfs",),
+    StepKind.EROFS: ("mkfs.erofs",),
     StepKind.EFIBOOT: ("mkfs.vfat", "mcopy", "mmd"),
 }
 
@@ -59,7 +61,7 @@ def timed_step(clock: StepClock, progress: Progress, kind: StepKind, product: st
 
 
 #: The steps that read the OS tree; they do not depend on each other and run side by side.
-OS_STEPS = (StepKind.DRACUT, StepKind.SQUASHFS, StepKind.CPIO)
+OS_STEPS = (StepKind.DRACUT, StepKind.SQUASHFS, StepKind.EROFS, StepKind.CPIO)
 
 
 def build_os_products(
@@ -128,6 +130,11 @@ def _run(step: PlannedStep, plan: BuildPlan, rootfs: RootFs, out: Path, record: 
         make_squashfs(rootfs.root, out, preset=settings.preset, excludes=excludes)
         record.size, record.tool = out.stat().st_size, f"mksquashfs ({settings.preset} preset)"
         record.compression, record.level = MKSQUASHFS_COMPRESSION[settings.preset]
+    elif step.kind is StepKind.EROFS:
+        excludes = root_excludes(rootfs, settings.kdump_boot_files, ROOT_IMAGE_EXCLUDED)
+        make_erofs(rootfs.root, out, preset=settings.preset, excludes=excludes)
+        record.size, record.tool = out.stat().st_size, f"mkfs.erofs ({settings.preset} preset)"
+        record.compression, record.level = MKFS_EROFS_COMPRESSION[settings.preset]
     elif step.kind is StepKind.CPIO:
         compression, level = settings.cpio_compression, settings.level
         current().expect(planned_size(plan, step.product), Unit.BYTES)  # the writer counts its output

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from liveos.boottest import BootConfig, CdRom, boot
+from liveos.boottest import BootConfig, CdRom, Disk, boot
 from liveos.cpio import CpioEntry, iter_entries
 from liveos.grub import GrubConfig
 from liveos.image.isofs import IsoReader
@@ -29,6 +29,9 @@ CASES = {"azl": "qcow2", "debian": "qcow2", "split": "raw", "bls": "qcow2"}
 LAYOUTS = tuple(CASES)
 GRUB_CFG = {"debian": "/boot/grub/grub.cfg", "split": "/boot/grub/grub.cfg"}
 FULL_OS_MEMORY_MIB = 3584
+#: layouts whose full-os ISO boots written raw to a disk (a USB stick) instead of from a CD: the
+#: boot matrix then has full-os on both media without an extra boot.
+AS_USB = {"debian"}
 #: layouts whose booted ISO is a rebuild: the first build's CPIO plus an update segment that
 #: changes the marker script (the booted system must print the token).
 UPDATED = {
@@ -97,9 +100,10 @@ def test_full_os_initrd_is_reproducible(
 @pytest.mark.boot
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_full_os_iso_boots_without_pivot(full_os_isos: dict[str, Path], layout: str, tmp_path: Path) -> None:
+    iso = full_os_isos[layout]
     result = boot(
         BootConfig(
-            CdRom(full_os_isos[layout]),
+            Disk(iso, format="raw") if layout in AS_USB else CdRom(iso),
             log_path=tmp_path / "serial.log",
             timeout=400,
             memory_mib=FULL_OS_MEMORY_MIB,

@@ -21,6 +21,9 @@ from liveos.run import run
 MARKER = "LIVEOS-EFI-APP-OK"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+#: OVMF built with Secure Boot, its variable store with the Microsoft keys enrolled (enforcing).
+OVMF_SB_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_SB_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 
 
 def tiny_efi_app(message: str) -> bytes:
@@ -64,10 +67,14 @@ def test_disk_full_mid_write_leaves_no_file(tmp_path: Path) -> None:
 
 
 # -- real UEFI boots (OVMF + TCG) -------------------------------------------------------------
-def boot(image: Path, *, as_cd: bool, tmp_path: Path, timeout: float = 240) -> str:
-    """Boot ``image`` in QEMU/OVMF; return "ok" (marker seen) or "shell" (firmware found nothing)."""
+def boot(
+    image: Path, *, as_cd: bool, tmp_path: Path, timeout: float = 240, secure_boot: bool = False
+) -> str:
+    """Boot ``image`` in QEMU/OVMF; return "ok" (marker seen), "denied" (Secure Boot refused the
+    loader) or "shell" (firmware found nothing)."""
     vars_fd = tmp_path / "vars.fd"
-    shutil.copyfile(OVMF_VARS, vars_fd)
+    shutil.copyfile(OVMF_SB_VARS if secure_boot else OVMF_VARS, vars_fd)
+    code = OVMF_SB_CODE if secure_boot else OVMF_CODE
     log = tmp_path / "serial.log"
     log.write_bytes(b"")
     media = (
@@ -76,12 +83,15 @@ def boot(image: Path, *, as_cd: bool, tmp_path: Path, timeout: float = 240) -> s
         else [f"file={image},format=raw,if=none,id=d0,snapshot=on", "virtio-blk-pci,drive=d0,bootindex=0"]
     )
     argv = [
-        "qemu-system-x86_64", "-machine", "q35", "-m", "512", "-smp", "1", "-display", "none",
+        "qemu-system-x86_64", "-machine", "q35,smm=on" if secure_boot else "q35", "-m", "512",
+        "-smp", "1", "-display", "none",
         "-monitor", "none", "-no-user-config", "-serial", f"file:{log}", "-accel", "tcg", "-cpu", "max",
-        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
         "-drive", f"if=pflash,format=raw,unit=1,file={vars_fd}", "-nic", "none",
         "-drive", media[0], "-device", media[1],
     ]  # fmt: skip
+    if secure_boot:  # the variable store is only writable from SMM, as on real Secure Boot hardware
+        argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + timeout
@@ -89,6 +99,8 @@ def boot(image: Path, *, as_cd: bool, tmp_path: Path, timeout: float = 240) -> s
             text = log.read_bytes().decode(errors="replace")
             if MARKER in text:
                 return "ok"
+            if "Access Denied" in text:
+                return "denied"
             if "Shell>" in text:
                 return "shell"
             time.sleep(0.5)
@@ -149,3 +161,14 @@ def test_negative_control_plain_iso_without_el_torito_does_not_boot(
 ) -> None:
     iso = app_iso(tmp_path, app_efi_files, hybrid=False, strip_el_torito=True)
     assert boot(iso, as_cd=False, tmp_path=tmp_path) == "shell"
+
+
+@pytest.mark.boot
+@needs_ovmf
+def test_negative_control_secure_boot_refuses_an_unsigned_loader(
+    tmp_path: Path, app_efi_files: EfiBootFiles
+) -> None:
+    """The Secure Boot firmware the ISO and PXE boot tests use really enforces: the same unsigned
+    application that boots above is refused, so those tests prove a signed chain."""
+    iso = app_iso(tmp_path, app_efi_files, hybrid=True, strip_el_torito=False)
+    assert boot(iso, as_cd=True, tmp_path=tmp_path, secure_boot=True) == "denied"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from liveos.boottest import BootConfig, CdRom, Disk, boot
+from liveos.boottest import BootConfig, CdRom, Disk, Firmware, boot
 from liveos.grub import GrubConfig
 from liveos.image.isofs import IsoReader
 from liveos.live import LiveOS
@@ -30,6 +30,12 @@ CASES = {"azl": "qcow2", "debian": "qcow2", "split": "vhdx", "bls": "vhd"}
 #: script changed on top (the booted system must print the token).
 UPDATED = {"azl": f"token-{secrets.token_hex(4)}"}
 GRUB_CFG = {"debian": "/boot/grub/grub.cfg", "split": "/boot/grub/grub.cfg"}
+#: layouts whose CD boot runs under OVMF's Secure Boot build with the Microsoft keys enrolled
+#: (enforcing: tests/integration/test_iso_boot.py shows it refuses an unsigned loader). The
+#: media must keep the image's signed shim -> grub -> kernel chain for this boot to succeed.
+SECURE_BOOT = {"azl"}
+#: What the booted kernel prints about the firmware's Secure Boot state.
+SB_ENABLED = "secureboot: Secure boot enabled"
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +90,11 @@ def test_iso_layout(built_isos: dict[str, Path], layout: str) -> None:
 @pytest.mark.boot
 @pytest.mark.parametrize("layout", list(CASES))
 def test_iso_boots_from_cd(built_isos: dict[str, Path], layout: str, tmp_path: Path) -> None:
-    result = boot(BootConfig(CdRom(built_isos[layout]), log_path=tmp_path / "serial.log", timeout=400))
+    firmware = Firmware.UEFI_SECURE_BOOT if layout in SECURE_BOOT else Firmware.UEFI
+    log = tmp_path / "serial.log"
+    result = boot(BootConfig(CdRom(built_isos[layout]), firmware=firmware, log_path=log, timeout=400))
     assert result.ok, result.describe()
+    assert (SB_ENABLED in log.read_text(errors="replace")) == (layout in SECURE_BOOT), firmware
     assert result.marker_line is not None and "fstype=overlay" in result.marker_line, result.marker_line
     if layout in UPDATED:  # the reused initrd booted, and dracut applied /updates over the root image
         assert f"updated={UPDATED[layout]} " in result.marker_line, result.marker_line
@@ -93,10 +102,12 @@ def test_iso_boots_from_cd(built_isos: dict[str, Path], layout: str, tmp_path: P
 
 @pytest.mark.boot
 def test_hybrid_iso_boots_as_usb_disk(built_isos: dict[str, Path], tmp_path: Path) -> None:
-    result = boot(
-        BootConfig(Disk(built_isos["azl"], format="raw"), log_path=tmp_path / "serial.log", timeout=400)
-    )
+    """Under Secure Boot too: the firmware loads the image's signed shim from the hybrid GPT's ESP."""
+    log = tmp_path / "serial.log"
+    disk = Disk(built_isos["azl"], format="raw")
+    result = boot(BootConfig(disk, firmware=Firmware.UEFI_SECURE_BOOT, log_path=log, timeout=400))
     assert result.ok, result.describe()
+    assert SB_ENABLED in log.read_text(errors="replace")
     assert result.marker_line is not None and "fstype=overlay" in result.marker_line
 
 

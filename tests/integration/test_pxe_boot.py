@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from liveos.boottest import GUEST_HTTP_ADDR, BootConfig, PxeBoot, boot
+from liveos.boottest import GUEST_HTTP_ADDR, BootConfig, Firmware, PxeBoot, boot
 from liveos.live import LiveOS
 from tests.conftest import FixtureImageFactory
 
@@ -22,6 +22,8 @@ pytestmark = [pytest.mark.root, pytest.mark.boot]
 
 PXE_TIMEOUT = 500.0
 PXE_MEMORY_MIB = 3584  # the downloaded ISO (~230 MB) lives in RAM next to the running system
+#: What the booted kernel prints when the firmware enforces Secure Boot.
+SB_ENABLED = "secureboot: Secure boot enabled"
 REDIRECT = re.compile(r"liveos: PXE grub config (/\S+) -> (/\S+)")
 
 
@@ -67,6 +69,8 @@ def test_bootstrap_bundle_boots_over_uefi_pxe(fixture_image: FixtureImageFactory
 
 
 def test_full_os_bundle_boots_over_uefi_pxe(fixture_image: FixtureImageFactory, tmp_path: Path) -> None:
+    """Under Secure Boot (enforcing, Microsoft keys): shim, grub and kernel fetched over TFTP must
+    be the image's signed ones, and the kernel must accept the CPIO initrd liveos wrote."""
     image = fixture_image("azl", "qcow2")
     folder = tmp_path / "tftp"
     workdir = tmp_path / "work"
@@ -77,9 +81,14 @@ def test_full_os_bundle_boots_over_uefi_pxe(fixture_image: FixtureImageFactory, 
     log = tmp_path / "serial.log"
     result = boot(
         BootConfig(
-            PxeBoot(folder, "bootx64.efi"), memory_mib=PXE_MEMORY_MIB, timeout=PXE_TIMEOUT, log_path=log
+            PxeBoot(folder, "bootx64.efi"),
+            firmware=Firmware.UEFI_SECURE_BOOT,
+            memory_mib=PXE_MEMORY_MIB,
+            timeout=PXE_TIMEOUT,
+            log_path=log,
         )
     )
     assert result.ok, result.describe()
     assert result.marker_line is not None and "fstype=rootfs" in result.marker_line, result.marker_line
+    assert SB_ENABLED in log.read_text(errors="replace")
     assert read_config(log) is not None

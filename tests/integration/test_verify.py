@@ -44,6 +44,7 @@ class Built:
     full_os: Path  #: ISO
     pxe: Path  #: bootstrap PXE folder (carries /live.iso)
     kernel: str  #: the kernel version
+    bootstrap_md5: str | None  #: the implanted MD5 the bootstrap ISO's BuildResult reported
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +53,17 @@ def built(fixture_image: FixtureImageFactory, tmp_path_factory: pytest.TempPathF
     out = tmp_path_factory.mktemp("media")
     with LiveOS.open(image.path) as live:
         media = live.with_label(LABEL)
-        media.bootstrap().write_iso(out / "bootstrap.iso")
+        bootstrap_md5 = media.bootstrap().write_iso(out / "bootstrap.iso").implanted_md5
         media.full_os().write_iso(out / "full-os.iso")
         media.bootstrap().write_pxe(out / "pxe", base_url=f"http://{GUEST_HTTP_ADDR}/")
-    yield Built(image.path, out / "bootstrap.iso", out / "full-os.iso", out / "pxe", image.kernel_version)
+    yield Built(
+        image.path,
+        out / "bootstrap.iso",
+        out / "full-os.iso",
+        out / "pxe",
+        image.kernel_version,
+        bootstrap_md5,
+    )
     shutil.rmtree(out)  # hundreds of MB: not kept for pytest's last three runs
 
 
@@ -109,6 +117,9 @@ def test_a_bootstrap_iso_passes_every_check(built: Built) -> None:
         CheckKind.PARTITION_TABLES, CheckKind.INITRD_MODULES, CheckKind.ROOT_IMAGE, CheckKind.MD5,
     ]  # fmt: skip
     assert "matches" in report.check(CheckKind.MD5).detail
+    assert built.bootstrap_md5 is not None and built.bootstrap_md5 in report.check(CheckKind.MD5).detail
+    checked = subprocess.run(["checkisomd5", str(built.bootstrap)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr  # the independent checker agrees
     assert "dmsquash-live" in report.check(CheckKind.INITRD_MODULES).detail
     assert "every block decompressed" in report.check(CheckKind.ROOT_IMAGE).detail
     assert repr(LABEL) in report.check(CheckKind.LABELS).detail

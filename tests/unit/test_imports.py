@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "liveos.bootfiles": 5,
     "liveos.initramfs": 5,
     "liveos.squashfs": 5,
+    "liveos.erofs": 5,
     "liveos.image": 4,
     "liveos.rootfs": 4,
     "liveos.host": 3,

@@ -27,8 +27,9 @@ from liveos.pxe.output import plan_pxe
 from liveos.settings import Compression, InitramfsMode, LiveSettings, OutputKind, SELinux
 from tests.liveimagekit import KVER, build_tree, esp_files, root_files
 
-BOOTSTRAP = LiveSettings(label="PLANNED")
-FULL_OS = LiveSettings(label="PLANNED", mode=InitramfsMode.FULL_OS)
+#: UEFI-only ISOs: the BIOS files and step are in tests/unit/test_biosboot.py
+BOOTSTRAP = LiveSettings(label="PLANNED", bios=False)
+FULL_OS = LiveSettings(label="PLANNED", mode=InitramfsMode.FULL_OS, bios=False)
 
 
 def tree_image(tmp_path: Path, extra: dict[str, str | bytes] | None = None) -> SourceImage:

@@ -38,10 +38,13 @@ def test_every_setting_has_its_method_and_the_method_sets_it() -> None:
         "kernel_args": ("quiet",),
         "selinux": ("disable",),
         "preset": ("small",),
+        "rootfs_format": ("erofs",),
         "compression": ("xz",),
         "compression_level": (Compression.ZSTD, 9),
         "hybrid": (False,),
         "implant_md5": (False,),
+        "bios": (False,),
+        "persistence": ("256M",),
         "media_files": (MediaFile("/notes.txt", content=b"hi"),),
         "kdump_boot_files": ("keep",),
         "cache": (False,),
@@ -69,7 +72,7 @@ def test_cli_flags_map_to_the_same_settings_as_the_methods() -> None:
             "iso", "disk.raw", "-o", "x.iso", "--label", "MYLIVE", "--mode", "full-os",
             "--kernel-arg", "quiet", "--kernel-arg", "a b", "--selinux", "disable", "--preset", "small",
             "--compression", "xz", "--compression-level", "9", "--no-hybrid",
-            "--no-implant-md5",
+            "--no-implant-md5", "--no-bios",
             "--add-file", "/etc/hostname:/seed/host", "--add-file", "/etc/passwd:/seed/run.sh:755",
             "--kdump-boot-files", "keep",
         ]
@@ -84,6 +87,7 @@ def test_cli_flags_map_to_the_same_settings_as_the_methods() -> None:
         .with_preset("small")
         .with_hybrid(False)
         .with_implant_md5(False)
+        .with_bios(False)
         .with_files(MediaFile("/seed/host", source=Path("/etc/hostname")))
         .with_files(MediaFile("/seed/run.sh", source=Path("/etc/passwd"), mode=0o755))
         .with_kdump_boot_files(KdumpBootFiles.KEEP)
@@ -161,10 +165,13 @@ def test_to_dict_is_json() -> None:
         "kernel_args": ["a"],
         "selinux": "keep",
         "preset": "fast",
+        "rootfs_format": "squashfs",
         "compression": None,
         "compression_level": None,
         "hybrid": True,
         "implant_md5": True,
+        "bios": True,
+        "persistence": None,
         "media_files": [],
         "kdump_boot_files": "none",
         "cache": True,
