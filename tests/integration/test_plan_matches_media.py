@@ -124,6 +124,7 @@ def test_results_are_per_build(live: LiveOS, tmp_path: Path) -> None:
         == [
             "initrd.img",
             "efiboot.img",
+            "eltorito.img",
             "iso",
         ]
     )
@@ -149,7 +150,7 @@ def test_cli_plan_and_build_print_json(image: Path, tmp_path: Path) -> None:
     built = liveos("iso", str(image), "-o", str(tmp_path / "out.iso"), "--json", "--mode", "full-os")
     assert built["output"] == str(tmp_path / "out.iso") and built["label"] == "PLANNED"
     steps = built["steps"]
-    assert isinstance(steps, list) and [s["kind"] for s in steps] == ["cpio", "efiboot", "iso"]
+    assert isinstance(steps, list) and [s["kind"] for s in steps] == ["cpio", "efiboot", "biosboot", "iso"]
     pxe_plan = liveos("plan", str(image), "--json", "--kind", "pxe", "--base-url", "http://h/p/")
     assert pxe_plan["bootstrap_url"] == "http://h/p/live.iso"
 

@@ -114,7 +114,8 @@ def test_a_bootstrap_iso_passes_every_check(built: Built) -> None:
     assert report.ok, report.describe()
     assert [c.kind for c in report.checks] == [
         CheckKind.STATE, CheckKind.GRUB_REFERENCES, CheckKind.LABELS, CheckKind.EFI_IMAGE,
-        CheckKind.PARTITION_TABLES, CheckKind.INITRD_MODULES, CheckKind.ROOT_IMAGE, CheckKind.MD5,
+        CheckKind.BIOS_BOOT, CheckKind.PARTITION_TABLES, CheckKind.INITRD_MODULES, CheckKind.ROOT_IMAGE,
+        CheckKind.MD5,
     ]  # fmt: skip
     assert "matches" in report.check(CheckKind.MD5).detail
     assert built.bootstrap_md5 is not None and built.bootstrap_md5 in report.check(CheckKind.MD5).detail
