@@ -42,6 +42,7 @@ TOOL_PACKAGES: Mapping[str, str] = {
     "mksquashfs": "squashfs-tools",
     "unsquashfs": "squashfs-tools",
     "mkfs.erofs": "erofs-utils",
+    "grub-mkimage": "grub-common",
     "fsck.erofs": "erofs-utils",
     "mkfs.vfat": "dosfstools",
     "mcopy": "mtools",

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from liveos.errors import HostError, ImageError, InternalError, MissingToolError
+from liveos.errors import HostError, ImageError, InternalError
 from liveos.grub import GrubConfig
 from liveos.plan import Origin, PlannedFile
 from liveos.rootfs import RootFs
-from liveos.run import run, which
+from liveos.run import run
 
 #: Where GRUB's i386-pc platform files live, in an image (grub-pc-bin, grub2-pc-modules) and here.
 PLATFORM_DIR = PurePosixPath("/usr/lib/grub/i386-pc")
@@ -187,7 +187,6 @@ def build_bios_image(
     """Run ``grub-mkimage -O i386-pc-eltorito`` on the ``platform`` files (name -> content) and
     return the image; its embedded config finds the media by ``label`` and sets the prefix to
     ``grub_dir`` on it."""
-    require_grub_mkimage()
     work = scratch / "bios"
     directory = work / "i386-pc"
     directory.mkdir(parents=True)
@@ -209,14 +208,6 @@ def build_bios_image(
     if out.stat().st_size <= _CD_SECTOR + 512:
         raise InternalError(f"grub-mkimage wrote a {out.stat().st_size}-byte El Torito image")
     return out
-
-
-def require_grub_mkimage() -> None:
-    """MissingToolError naming ``grub-common`` unless ``grub-mkimage`` is installed."""
-    try:
-        which("grub-mkimage")
-    except MissingToolError:
-        raise MissingToolError("grub-mkimage", "grub-common") from None
 
 
 def mbr_boot_code(boot_hybrid: bytes, image_offset: int) -> bytes:
@@ -302,5 +293,4 @@ __all__ = [
     "mbr_boot_code",
     "patch_boot_image",
     "read_bios_image",
-    "require_grub_mkimage",
 ]

@@ -26,7 +26,6 @@ from liveos.iso.biosboot import (
     bios_grub_cfg,
     build_bios_image,
     find_bios_grub,
-    require_grub_mkimage,
 )
 from liveos.iso.efiboot import build_efiboot, planned_size
 from liveos.iso.writer import IsoWriter, WrittenIso
@@ -224,8 +223,6 @@ def build_iso(
     what every step reports to (:mod:`liveos.progress`)."""
     out = check_output_file(out)
     check_tools(plan)
-    if bios_files(plan.files)[0] is not None:
-        require_grub_mkimage()
     if plan.settings.persistence is not None:
         which("mkfs.ext4")
     clock, reporting = StepClock(), Progress(progress)

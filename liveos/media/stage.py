@@ -38,6 +38,7 @@ STEP_TOOLS = {
     StepKind.SQUASHFS: ("mksquashfs",),
     StepKind.EROFS: ("mkfs.erofs",),
     StepKind.EFIBOOT: ("mkfs.vfat", "mcopy", "mmd"),
+    StepKind.BIOSBOOT: ("grub-mkimage",),
 }
 
 #: Product id -> the file the step wrote.
